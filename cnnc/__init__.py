@@ -1,0 +1,2 @@
+"""cnnc: a compiler for convolutional networks."""
+__version__ = "0.1.0"

@@ -1,0 +1,206 @@
+"""Diagnostics: data first, rendered once.
+
+Every problem cnnc reports, from a syntax error to a data set whose images do not fit the model,
+is a `Diagnostic` with a source `Span`. The renderers at the bottom turn a list of them into the
+text a person reads (`file:line:col: error: message`, the source line, a caret underline, notes and
+a hint) or into the JSON that other tools read. Nothing else in cnnc formats an error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterable
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open region of a source file, 1-based lines and columns (end_column is exclusive)."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @staticmethod
+    def unknown(file: str = "<input>") -> "Span":
+        return Span(file, 1, 1, 1, 1)
+
+    def to(self, other: "Span") -> "Span":
+        """The span from the start of self to the end of other."""
+        return Span(self.file, self.line, self.column, other.end_line, other.end_column)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass
+class Diagnostic:
+    severity: str  # ERROR or WARNING
+    code: str  # a stable, kebab-case name: see CODES
+    message: str
+    span: Span
+    notes: list[str] = field(default_factory=list)
+    hint: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "severity": self.severity,
+            "file": self.span.file,
+            "line": self.span.line,
+            "column": self.span.column,
+            "end_line": self.span.end_line,
+            "end_column": self.span.end_column,
+            "code": self.code,
+            "message": self.message,
+            "notes": list(self.notes),
+            "hint": self.hint,
+        }
+
+
+# Error codes are named constants with a description, in the manner of mypy's errorcodes: the
+# code is stable (tools match on it), the message may improve.
+CODES = {
+    "syntax": "the text is not a well-formed cnnc program",
+    "indent": "a block body is indented inconsistently",
+    "bad-number": "a number or size is malformed",
+    "too-large": "a number is too large to be a real size",
+    "unknown-op": "a statement names no known layer, block or command",
+    "unknown-option": "an option the layer does not take",
+    "bad-value": "an argument or option has a value of the wrong type or range",
+    "missing-argument": "a required argument is missing",
+    "unknown-name": "a tensor name that was never defined",
+    "duplicate-name": "a name defined twice",
+    "input-missing": "the program has no input statement",
+    "input-repeated": "the program has more than one input statement",
+    "block-args": "a block called with the wrong arguments",
+    "block-recursion": "a block that calls itself",
+    "shape": "a layer whose input shape does not fit it",
+    "kernel-too-large": "a window larger than its padded input",
+    "needs-flatten": "a layer that needs a flat input got an image",
+    "merge-shape": "tensors merged by add or concat do not fit together",
+    "groups": "channels not divisible by groups",
+    "train-section": "the training section is malformed",
+    "activation-not-last": "softmax or sigmoid before the last layer",
+    "data": "a data set is missing, corrupt, or does not fit the model",
+    "weights": "a weights file is missing, corrupt, or does not fit the model",
+    "backend": "a backend cannot run this model",
+    "usage": "the command line is malformed",
+    "io": "a file could not be read or written",
+}
+
+
+class CnncError(Exception):
+    """An error meant for the user. The CLI prints it as a diagnostic and exits 1, never a traceback.
+
+    Raised where there is no source span to hand (a data set, a weights file); the CLI gives it
+    the model file's span. Modules that have a span build a Diagnostic directly.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None, notes: Iterable[str] = (),
+                 code: str | None = None, span: Span | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.notes = list(notes)
+        self.span = span
+        if code is not None:
+            self.code = code
+
+    def to_diagnostic(self, span: Span) -> Diagnostic:
+        return Diagnostic(ERROR, self.code, self.message, self.span or span, self.notes, self.hint)
+
+
+class CompileError(CnncError):
+    """Raised by the pipeline when a program has errors; carries every diagnostic."""
+
+    code = "compile"
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        errors = [d for d in diagnostics if d.severity == ERROR]
+        first = errors[0] if errors else diagnostics[0]
+        super().__init__(f"{first.span}: {first.message}" + (
+            f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""))
+        self.diagnostics = diagnostics
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A hint naming the closest candidate, or None. Uses difflib's ratio, like Python's own."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _source_line(sources: dict[str, str], span: Span) -> str | None:
+    text = sources.get(span.file)
+    if text is None:
+        return None
+    lines = text.splitlines()
+    if 1 <= span.line <= len(lines):
+        return lines[span.line - 1]
+    return None
+
+
+def _expand_tabs(line: str) -> str:
+    return line.replace("\t", " ")
+
+
+def render_text(diagnostics: list[Diagnostic], sources: dict[str, str], *,
+                color: bool = False) -> str:
+    """The diagnostics as a person reads them, one after another, then a count."""
+    out: list[str] = []
+    for d in diagnostics:
+        out.extend(_render_one(d, sources, color))
+    n_err = sum(d.severity == ERROR for d in diagnostics)
+    n_warn = sum(d.severity == WARNING for d in diagnostics)
+    if n_err or n_warn:
+        parts = []
+        if n_err:
+            parts.append(f"{n_err} error{'s' * (n_err != 1)}")
+        if n_warn:
+            parts.append(f"{n_warn} warning{'s' * (n_warn != 1)}")
+        out.append(", ".join(parts) + " generated.")
+    return "\n".join(out)
+
+
+def _style(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def _render_one(d: Diagnostic, sources: dict[str, str], color: bool) -> list[str]:
+    sev_color = "1;31" if d.severity == ERROR else "1;35"
+    head = (_style(f"{d.span}:", "1", color) + " " + _style(f"{d.severity}:", sev_color, color)
+            + " " + _style(d.message, "1", color) + f"  [{d.code}]")
+    lines = [head]
+    src = _source_line(sources, d.span)
+    if src is not None and len(src) <= 400:
+        shown = _expand_tabs(src)
+        start = max(d.span.column - 1, 0)
+        if d.span.end_line == d.span.line:
+            width = max(d.span.end_column - d.span.column, 1)
+        else:
+            width = max(len(shown.rstrip()) - start, 1)
+        width = min(width, max(len(shown) - start, 1))
+        lines.append(f"  {d.span.line:>4} | {shown}")
+        lines.append("       | " + " " * start + _style("^" + "~" * (width - 1), "1;32", color))
+    for note in d.notes:
+        lines.append(_style("note:", "1;36", color) + " " + note)
+    if d.hint:
+        lines.append(_style("hint:", "1;32", color) + " " + d.hint)
+    return lines
+
+
+def render_json(diagnostics: list[Diagnostic]) -> str:
+    ok = not any(d.severity == ERROR for d in diagnostics)
+    return json.dumps({"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]}, indent=2)
