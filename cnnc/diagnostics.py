@@ -86,6 +86,7 @@ CODES = {
     "groups": "channels not divisible by groups",
     "train-section": "the training section is malformed",
     "activation-not-last": "softmax or sigmoid before the last layer",
+    "unused": "a layer whose output never reaches the model's output",
     "data": "a data set is missing, corrupt, or does not fit the model",
     "weights": "a weights file is missing, corrupt, or does not fit the model",
     "backend": "a backend cannot run this model",

@@ -1,0 +1,83 @@
+"""NumPy reference kernels: every layer as a forward/backward pair.
+
+    y, cache = xxx_forward(x, params..., options...)
+    grads    = xxx_backward(dy, cache)
+
+``cache`` holds what the backward pass needs (inputs, masks, im2col matrices). Backward
+functions never modify ``dy`` or the cache, so a cache can be replayed.
+
+Conventions: activations are NCHW ``(N, C, H, W)`` or ``(N, F)`` once flat; weights use the
+PyTorch layouts (conv ``(F, C//groups, KH, KW)``, dense ``(out, in)``); padding is always explicit
+``pads = (top, bottom, left, right)``. All arithmetic stays in the input dtype: float32 for
+training, float64 for gradient checks.
+
+Modules, one per op family: conv, pool, dense, activation, norm (batchnorm, dropout), shape
+(flatten, add, concat).
+"""
+
+import ctypes
+
+from .activation import ACTIVATION_KINDS, activation_backward, activation_forward, erf, erfc
+from .conv import conv2d_backward, conv2d_forward, conv_output_size, release_scratch
+from .dense import dense_backward, dense_forward
+from .norm import batchnorm_backward, batchnorm_forward, dropout_backward, dropout_forward
+from .pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    global_pool_backward,
+    global_pool_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)
+from .shape import add_backward, add_forward, concat_backward, concat_forward, flatten_backward, flatten_forward
+
+
+
+def keep_freed_memory() -> bool:
+    """Ask the C library's malloc to keep freed memory for reuse (glibc only; process-wide).
+
+    A training step allocates and frees the same large arrays every time. By default glibc
+    hands big blocks back to the operating system (munmap, heap trimming), and the next step
+    pays again for the kernel to map and zero every page. On a small VM we measured this at
+    about a third of a NumPy training step of the benchmark model. Raising glibc's mmap and trim
+    thresholds keeps those blocks inside the process (resident memory stays at its peak).
+    Returns False, changing nothing, where mallopt is unavailable (macOS, Windows).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # constants from glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+__all__ = [
+    "ACTIVATION_KINDS",
+    "activation_backward",
+    "activation_forward",
+    "add_backward",
+    "add_forward",
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "batchnorm_backward",
+    "batchnorm_forward",
+    "concat_backward",
+    "concat_forward",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_output_size",
+    "dense_backward",
+    "dense_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "erf",
+    "erfc",
+    "flatten_backward",
+    "flatten_forward",
+    "global_pool_backward",
+    "global_pool_forward",
+    "keep_freed_memory",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "release_scratch",
+]

@@ -1,0 +1,201 @@
+"""Pooling: max, average and global, forward and backward.
+
+A pooling window of KH x KW is summarised by one number. Instead of looping over windows we
+loop over the KH*KW *kernel taps*: tap (i, j) is "the element at row i, column j of every
+window", which is a strided slice of the input covering all images, channels and windows at
+once. A 2x2 max-pool is then just four vectorised ``maximum`` calls.
+
+Padding is never materialised. For each tap we work out which output positions read a real
+input element (``_tap_range``); the others read padding, or -- with ceil-mode output sizes --
+run past the padded border altogether. For max pooling those positions are simply skipped
+(padding behaves like -inf); for average pooling they add nothing and the divisor says how many
+elements counted.
+
+Shapes: x (N, C, H, W), y (N, C, OH, OW). ``out_hw=(OH, OW)`` is always given by the caller
+because floor/ceil rounding is decided by the shape checker, not here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _tap_range(in_size: int, out_size: int, offset: int, stride: int, pad_before: int):
+    """Which outputs read a real input element at kernel offset ``offset`` along one axis.
+
+    Output o reads input index ``o*stride + offset - pad_before``. Returns (o_lo, o_hi, i_lo):
+    outputs o_lo <= o < o_hi are inside the input, starting at input index i_lo; every other
+    output reads padding (or beyond). The range may be empty (o_lo == o_hi).
+    """
+    start = offset - pad_before  # input index read by output 0
+    o_lo = max(0, -(start // stride))  # first o with o*stride + start >= 0 (ceil division)
+    o_hi = min(out_size, (in_size - 1 - start) // stride + 1)  # past last o with index <= in_size-1
+    o_hi = max(o_hi, o_lo)
+    return o_lo, o_hi, o_lo * stride + start
+
+
+def _taps(x_hw, out_hw, kernel, stride, pads):
+    """Yield (tap_number, out_slices, in_slices) for every kernel tap that touches the input.
+
+    ``y[..., out_rows, out_cols]`` and ``x[..., in_rows, in_cols]`` have the same shape: the
+    outputs that read this tap, and the inputs they read. Taps are numbered row-major.
+    """
+    (H, W), (OH, OW) = x_hw, out_hw
+    (KH, KW), (sh, sw) = kernel, stride
+    pt, _, pl, _ = pads
+    for i in range(KH):
+        r0, r1, ir = _tap_range(H, OH, i, sh, pt)
+        for j in range(KW):
+            c0, c1, ic = _tap_range(W, OW, j, sw, pl)
+            if r0 == r1 or c0 == c1:
+                continue  # this tap only ever lands on padding
+            out_sl = (slice(r0, r1), slice(c0, c1))
+            in_sl = (slice(ir, ir + (r1 - r0 - 1) * sh + 1, sh), slice(ic, ic + (c1 - c0 - 1) * sw + 1, sw))
+            yield i * KW + j, out_sl, in_sl
+
+
+def _windows_overlap(kernel, stride) -> bool:
+    """True when an input element can belong to more than one window."""
+    return stride[0] < kernel[0] or stride[1] < kernel[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Max pooling
+# ----------------------------------------------------------------------------------------------
+
+
+def _tiles_exactly(x_hw, out_hw, kernel, stride, pads) -> bool:
+    """True when the windows cover every input element exactly once (the usual 2x2 / 2)."""
+    return (tuple(kernel) == tuple(stride) and not any(pads)
+            and x_hw[0] == out_hw[0] * kernel[0] and x_hw[1] == out_hw[1] * kernel[1])
+
+
+def maxpool2d_forward(x, *, kernel, stride, pads, out_hw):
+    """y[n, c, oh, ow] = max of the window; padding and ceil-mode overhang never win."""
+    N, C, H, W = x.shape
+    taps = list(_taps((H, W), out_hw, kernel, stride, pads))
+    first_t, (orow, ocol), (irow, icol) = taps[0]
+    if first_t == 0 and (orow.stop - orow.start, ocol.stop - ocol.start) == tuple(out_hw):
+        y = x[:, :, irow, icol].copy()  # tap 0 reaches every window: start from it
+        taps = taps[1:]
+    else:
+        y = np.full((N, C, *out_hw), -np.inf, dtype=x.dtype)  # padding behaves like -inf
+    for _, (orow, ocol), (irow, icol) in taps:
+        yt = y[:, :, orow, ocol]
+        np.maximum(yt, x[:, :, irow, icol], out=yt)  # this tap of every window at once
+    # Only references are cached; which element won is worked out again in the backward pass,
+    # which is cheaper than tracking it here (and x is kept alive by the layer before anyway).
+    cache = {"x": x, "y": y, "kernel": kernel, "stride": stride, "pads": pads}
+    return y, cache
+
+
+def maxpool2d_backward(dy, cache):
+    """Each window's gradient goes to its maximum; every other element gets 0.
+
+    On ties the FIRST maximum in row-major window order takes it all, as in PyTorch (ties are
+    common: after a ReLU whole windows are 0). Going through the taps in order, a tap wins a
+    window if it equals the window's max and no earlier tap has won that window yet.
+    """
+    x, y = cache["x"], cache["y"]
+    N, C, H, W = x.shape
+    kernel, stride, pads = cache["kernel"], cache["stride"], cache["pads"]
+    out_hw = y.shape[2:]
+    overlap = _windows_overlap(kernel, stride)
+    # with an exact tiling every element of dx is written below, so no need to zero it first
+    exact = _tiles_exactly((H, W), out_hw, kernel, stride, pads)
+    dx = np.empty_like(x, dtype=dy.dtype) if exact else np.zeros_like(x, dtype=dy.dtype)
+    unclaimed = None  # windows whose max has not been found yet (None: all of them)
+    for _, (orow, ocol), (irow, icol) in _taps((H, W), out_hw, kernel, stride, pads):
+        wins = x[:, :, irow, icol] == y[:, :, orow, ocol]  # this tap equals its window's max
+        covers_all = (orow.stop - orow.start, ocol.stop - ocol.start) == tuple(out_hw)
+        if unclaimed is None and covers_all:
+            unclaimed = ~wins  # the first tap claims every window it wins
+        else:
+            if unclaimed is None:
+                unclaimed = np.ones(y.shape, dtype=bool)
+            uc = unclaimed[:, :, orow, ocol]
+            wins &= uc  # only the FIRST maximum of each window ...
+            uc ^= wins  # ... after which the window is claimed
+        if overlap:
+            dx[:, :, irow, icol] += dy[:, :, orow, ocol] * wins  # inputs in several windows add up
+        else:
+            np.multiply(dy[:, :, orow, ocol], wins, out=dx[:, :, irow, icol])  # one window each
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Average pooling
+# ----------------------------------------------------------------------------------------------
+
+
+def _avg_divisor(x_hw, out_hw, kernel, stride, pads, count_pad, dtype):
+    """How many elements each window averages over, shape (OH, OW).
+
+    count_pad=False: the window elements inside the real input.
+    count_pad=True:  the window elements inside the padded input (padding counts, the ceil-mode
+                     overhang past the padding does not) -- torch's count_include_pad=True.
+    The count factorises into (rows counted) x (columns counted).
+    """
+    counts = []
+    for size, out, k, s, p0, p1 in zip(x_hw, out_hw, kernel, stride, pads[0::2], pads[1::2]):
+        start = np.arange(out) * s - p0  # first input index of each window (may be negative)
+        end = start + k
+        lo, hi = (-p0, size + p1) if count_pad else (0, size)
+        counts.append(np.minimum(end, hi) - np.maximum(start, lo))
+    return np.multiply.outer(counts[0], counts[1]).astype(dtype)
+
+
+def avgpool2d_forward(x, *, kernel, stride, pads, out_hw, count_pad=False):
+    """y = (sum of the window) / (number of elements counted)."""
+    N, C, H, W = x.shape
+    OH, OW = out_hw
+    y = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for _, (orow, ocol), (irow, icol) in _taps((H, W), out_hw, kernel, stride, pads):
+        y[:, :, orow, ocol] += x[:, :, irow, icol]
+    inv_div = 1 / _avg_divisor((H, W), out_hw, kernel, stride, pads, count_pad, x.dtype)  # (OH, OW)
+    y *= inv_div
+    cache = {"x_shape": x.shape, "kernel": kernel, "stride": stride, "pads": pads, "inv_div": inv_div}
+    return y, cache
+
+
+def avgpool2d_backward(dy, cache):
+    """Every element of a window receives dy / divisor of that window."""
+    N, C, H, W = cache["x_shape"]
+    kernel, stride = cache["kernel"], cache["stride"]
+    g = dy * cache["inv_div"]  # (N, C, OH, OW): the share each counted element gets
+    dx = np.zeros((N, C, H, W), dtype=dy.dtype)
+    overlap = _windows_overlap(kernel, stride)
+    for _, (orow, ocol), (irow, icol) in _taps((H, W), dy.shape[2:], kernel, stride, cache["pads"]):
+        if overlap:
+            dx[:, :, irow, icol] += g[:, :, orow, ocol]
+        else:
+            dx[:, :, irow, icol] = g[:, :, orow, ocol]
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Global pooling: one number per channel
+# ----------------------------------------------------------------------------------------------
+
+
+def global_pool_forward(x, *, mode="avg"):
+    """(N, C, H, W) -> (N, C) by averaging or taking the max over all H*W positions."""
+    N, C, H, W = x.shape
+    flat = x.reshape(N, C, H * W)
+    if mode == "avg":
+        return flat.mean(axis=2), {"mode": mode, "x_shape": x.shape}
+    if mode == "max":
+        arg = flat.argmax(axis=2)  # (N, C); argmax returns the FIRST maximum, like torch
+        y = np.take_along_axis(flat, arg[:, :, None], axis=2)[:, :, 0]
+        return y, {"mode": mode, "x_shape": x.shape, "arg": arg}
+    raise ValueError(f"global pool mode must be 'avg' or 'max', not {mode!r}")
+
+
+def global_pool_backward(dy, cache):
+    N, C, H, W = cache["x_shape"]
+    if cache["mode"] == "avg":
+        # every position contributed 1/(H*W) of the mean
+        return np.broadcast_to((dy / (H * W))[:, :, None, None], (N, C, H, W)).copy()
+    dx = np.zeros((N, C, H * W), dtype=dy.dtype)
+    np.put_along_axis(dx, cache["arg"][:, :, None], dy[:, :, None], axis=2)
+    return dx.reshape(N, C, H, W)

@@ -1,0 +1,447 @@
+"""AST to layer graph: blocks expanded, names resolved, every layer's arguments validated.
+
+The builder walks the program top to bottom keeping a *current tensor* (what the next layer
+reads). `x = ...` names a tensor, `from x` makes a named tensor current again, `add`/`concat`
+merge the current tensor with named ones, and a block call expands the block's body in a scope of
+its own, with its parameters bound to the call's arguments.
+
+Errors do not stop the walk: a statement that fails is skipped and the next one carries on, so
+one run reports every independent problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .. import ops
+from ..diagnostics import ERROR, WARNING, Diagnostic, Span, did_you_mean
+from ..ops.args import bind
+from ..syntax import ast
+from .graph import Layer, LayerGraph
+
+MAX_BLOCK_DEPTH = 64
+MAX_REPEAT = 10_000
+MAX_LAYERS = 1_000_000
+_REPEAT = re.compile(r"x([0-9]+)")
+MERGES = ("add", "concat")
+KEYWORDS = ("from", "here", "block", "train", "input", *MERGES)
+
+
+class _Skip(Exception):
+    """A statement failed; its diagnostic is recorded. Carry on with the next one."""
+
+
+@dataclass
+class Scope:
+    prefix: str  # layer-name prefix: "" at top level, "basic_1." inside a block instance
+    names: dict = field(default_factory=dict)  # tensor name -> (layer name, span where defined)
+    params: dict = field(default_factory=dict)  # block parameter -> bound Value
+    current: str | None = None
+    counters: dict = field(default_factory=dict)
+    context: tuple[str, ...] = ()
+    blocks_active: tuple[str, ...] = ()
+
+
+@dataclass
+class BuildResult:
+    graph: LayerGraph
+    diagnostics: list[Diagnostic]
+    sections: list[ast.Section]
+
+
+class Builder:
+    def __init__(self, program: ast.Program):
+        self.program = program
+        self.file = program.file
+        self.lines = program.source.splitlines()
+        self.graph = LayerGraph()
+        self.diagnostics: list[Diagnostic] = []
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.sections: list[ast.Section] = []
+        self.input_layer: Layer | None = None
+        self.reported_missing_input = False
+        self.layer_count = 0
+
+    # -- diagnostics ---------------------------------------------------------------------------
+    def error(self, span: Span, code: str, message: str, *, notes=(), hint=None,
+              scope: Scope | None = None, severity=ERROR):
+        notes = list(notes) + (list(scope.context) if scope else [])
+        self.diagnostics.append(Diagnostic(severity, code, message, span, notes, hint))
+
+    def text_of(self, span: Span) -> str:
+        """The source text a span covers (first line only), for notes like "`pool 2` at line 5"."""
+        if not 1 <= span.line <= len(self.lines):
+            return ""
+        line = self.lines[span.line - 1]
+        end = span.end_column - 1 if span.end_line == span.line else len(line)
+        return line[span.column - 1:end].strip()
+
+    # -- the walk ------------------------------------------------------------------------------
+    def build(self) -> BuildResult:
+        top = Scope(prefix="")
+        for item in self.program.items:
+            if isinstance(item, ast.BlockDef):
+                self.define_block(item)
+            elif isinstance(item, ast.Section):
+                self.sections.append(item)
+        for item in self.program.items:
+            if isinstance(item, (ast.Call, ast.Assign)):
+                self.statement(item, top)
+        if self.input_layer is None and not self.reported_missing_input:
+            span = Span(self.file, 1, 1, 1, 1)
+            self.error(span, "input-missing", "the program has no `input` statement",
+                       hint="start the model with its input size, like `input 28x28x1`")
+        self.graph.input = self.input_layer.name if self.input_layer else None
+        self.graph.output = top.current
+        if not any(d.severity == ERROR for d in self.diagnostics):
+            for layer in self.graph.remove_unreachable():
+                self.error(layer.span, "unused", f"`{layer.text}` does not reach the model's "
+                           "output and is left out", severity=WARNING,
+                           hint="merge it with `add` or `concat`, or remove it")
+        return BuildResult(self.graph, _dedupe(self.diagnostics), self.sections)
+
+    def define_block(self, block: ast.BlockDef) -> None:
+        if block.name in self.blocks:
+            first = self.blocks[block.name]
+            self.error(block.name_span, "duplicate-name", f"block `{block.name}` is defined twice",
+                       notes=[f"first defined at line {first.span.line}"])
+            return
+        if ops.lookup(block.name) is not None or block.name in KEYWORDS:
+            self.error(block.name_span, "duplicate-name",
+                       f"a block cannot be called `{block.name}`: that is a built-in name",
+                       hint=f"rename it, for example `{block.name}_block`")
+            return
+        seen = set()
+        for p in block.params:
+            if p.name in seen:
+                self.error(p.span, "duplicate-name", f"parameter `{p.name}` appears twice")
+            seen.add(p.name)
+        self.blocks[block.name] = block
+
+    def statement(self, stmt, scope: Scope) -> None:
+        try:
+            if isinstance(stmt, ast.Assign):
+                self.assign(stmt, scope)
+            elif isinstance(stmt, ast.Call):
+                self.call(stmt, scope)
+            elif isinstance(stmt, ast.BlockDef):
+                self.error(stmt.span, "syntax", "blocks are defined at the top level, not inside "
+                           "another block", scope=scope)
+            elif isinstance(stmt, ast.Section):
+                self.error(stmt.name_span, "syntax", f"a `{stmt.name}:` section belongs at the "
+                           "top level", scope=scope)
+        except _Skip:
+            pass
+
+    def assign(self, stmt: ast.Assign, scope: Scope) -> None:
+        call = stmt.call
+        if call.head == "here" and not call.args and not call.options:
+            if scope.current is None:
+                self.error(call.span, "unknown-name", "`here` has no tensor yet: nothing has "
+                           "been computed before this line", scope=scope)
+                raise _Skip
+            self.define(stmt.target, stmt.target_span, scope.current, scope)
+            return
+        result = self.call(call, scope, name=stmt.target)
+        if result is not None:
+            self.define(stmt.target, stmt.target_span, result, scope)
+
+    def define(self, name: str, span: Span, layer_name: str, scope: Scope) -> None:
+        if name in KEYWORDS or name in scope.params:
+            what = "a block parameter" if name in scope.params else "a keyword"
+            self.error(span, "duplicate-name", f"`{name}` is {what} and cannot name a tensor",
+                       scope=scope)
+            return
+        if name in scope.names:
+            first = scope.names[name][1]
+            self.error(span, "duplicate-name", f"the name `{name}` is already defined",
+                       notes=[f"first defined at line {first.line}"], scope=scope,
+                       hint="give this tensor another name")
+            return
+        scope.names[name] = (layer_name, span)
+
+    def resolve(self, value: ast.Value, scope: Scope) -> str:
+        """The layer a tensor name refers to."""
+        if value.kind != "name":
+            self.error(value.span, "bad-value", f"expected a tensor name, but got "
+                       f"{value.describe()}", scope=scope)
+            raise _Skip
+        if value.value == "here":
+            if scope.current is None:
+                self.error(value.span, "unknown-name", "`here` has no tensor yet", scope=scope)
+                raise _Skip
+            return scope.current
+        if value.value == "input" and self.input_layer is not None and "input" not in scope.names \
+                and not scope.prefix:
+            return self.input_layer.name
+        if value.value in scope.names:
+            return scope.names[value.value][0]
+        hint = did_you_mean(value.value, list(scope.names) + ["here"])
+        notes = []
+        if scope.prefix and value.value not in scope.names:
+            notes.append("a block sees only its parameters and the names it defines itself")
+        self.error(value.span, "unknown-name", f"no tensor is named `{value.value}`",
+                   hint=hint or "name a tensor first, like `skip = here` or `c1 = conv 32 3x3`",
+                   notes=notes, scope=scope)
+        raise _Skip
+
+    def substitute(self, call: ast.Call, scope: Scope) -> ast.Call:
+        """Replace block parameters by the values bound to them at the call."""
+        if not scope.params:
+            return call
+
+        def sub(v: ast.Value) -> ast.Value:
+            if v.kind == "name" and v.value in scope.params:
+                bound = scope.params[v.value]
+                return ast.Value(bound.kind, bound.value, bound.text, v.span)
+            return v
+
+        args = tuple(sub(v) for v in call.args)
+        options = tuple(ast.Option(o.key, sub(o.value), o.span, o.key_span) for o in call.options)
+        return ast.Call(call.head, call.head_span, args, options, call.span)
+
+    def call(self, call: ast.Call, scope: Scope, name: str | None = None) -> str | None:
+        call = self.substitute(call, scope)
+        head = call.head
+        if head == "from":
+            if len(call.args) != 1 or call.options:
+                self.error(call.span, "bad-value", "`from` takes one tensor name, like "
+                           "`from skip`", scope=scope)
+                raise _Skip
+            scope.current = self.resolve(call.args[0], scope)
+            return scope.current
+        if head == "here":
+            self.error(call.span, "syntax", "`here` names the current tensor: write "
+                       "`NAME = here`", scope=scope)
+            raise _Skip
+        if head in MERGES:
+            return self.merge(call, scope, name)
+        call, repeat = self.split_repeat(call, scope)
+        if head in self.blocks:
+            result = None
+            for i in range(repeat):
+                result = self.expand(self.blocks[head], call, scope,
+                                     name if repeat == 1 else None)
+            return result
+        found = ops.lookup(head)
+        if found is None:
+            self.unknown_op(call, scope)
+        schema, alias_attrs = found
+        if schema.name == "input":
+            return self.make_input(call, scope, schema, name)
+        result = None
+        for i in range(repeat):
+            result = self.make_layer(call, scope, schema, alias_attrs,
+                                     name if repeat == 1 else None)
+        return result
+
+    def split_repeat(self, call: ast.Call, scope: Scope) -> tuple[ast.Call, int]:
+        """`conv 64 3x3 relu x2` repeats the statement: strip the trailing `xN`."""
+        if call.args and call.args[-1].kind == "name":
+            m = _REPEAT.fullmatch(call.args[-1].value)
+            if m:
+                n = int(m.group(1))
+                if not 1 <= n <= MAX_REPEAT:
+                    self.error(call.args[-1].span, "bad-value", f"a repeat count must be from 1 "
+                               f"to {MAX_REPEAT:,}, but got {n}", scope=scope)
+                    raise _Skip
+                return ast.Call(call.head, call.head_span, call.args[:-1], call.options,
+                                call.span), n
+        return call, 1
+
+    def unknown_op(self, call: ast.Call, scope: Scope):
+        head = call.head
+        candidates = ops.names() + list(self.blocks) + ["from", "add", "concat"]
+        hint = did_you_mean(head, candidates)
+        if head in scope.names:
+            hint = f"to continue from the tensor `{head}`, write `from {head}`"
+        elif head == "block":
+            hint = "a block definition ends its header with `:`, like `block basic(c):`"
+        self.error(call.head_span, "unknown-op", f"unknown layer `{head}`", hint=hint,
+                   scope=scope)
+        raise _Skip
+
+    def need_current(self, call: ast.Call, scope: Scope) -> str:
+        if scope.current is not None:
+            return scope.current
+        if self.input_layer is None:
+            if not self.reported_missing_input:
+                self.reported_missing_input = True
+                self.error(call.span, "input-missing", "this layer comes before any `input` "
+                           "statement", hint="start the model with its input size, like "
+                           "`input 28x28x1`", scope=scope)
+            raise _Skip
+        self.error(call.span, "unknown-name", "this layer has no input", scope=scope)
+        raise _Skip
+
+    def layer_name(self, op: str, name: str | None, scope: Scope) -> str:
+        if name is not None:
+            full = scope.prefix + name
+            if full in self.graph:
+                self.error(Span.unknown(self.file), "duplicate-name", f"two layers are named "
+                           f"`{full}`", scope=scope)
+                raise _Skip
+            return full
+        n = scope.counters.get(op, 0)
+        while True:
+            n += 1
+            full = f"{scope.prefix}{op}_{n}"
+            if full not in self.graph:
+                scope.counters[op] = n
+                return full
+
+    def add_layer(self, layer: Layer) -> str:
+        self.layer_count += 1
+        if self.layer_count > MAX_LAYERS:
+            self.error(layer.span, "too-large", f"the model has more than {MAX_LAYERS:,} layers")
+            raise _Skip
+        self.graph.add(layer)
+        return layer.name
+
+    def bind_args(self, schema, call: ast.Call, scope: Scope) -> dict:
+        attrs, problems = bind(call.head, schema.positional, schema.options, call.args,
+                               call.options)
+        for span, code, message, hint in problems:
+            self.error(span or call.span, code, message, hint=hint, scope=scope)
+        if problems:
+            raise _Skip
+        return attrs
+
+    def make_input(self, call, scope, schema, name) -> str:
+        if scope.prefix:
+            self.error(call.span, "input-repeated", "`input` belongs at the top of the model, "
+                       "not inside a block", scope=scope)
+            raise _Skip
+        if self.input_layer is not None:
+            self.error(call.span, "input-repeated", "the model already has an `input`",
+                       notes=[f"the first `input` is at line {self.input_layer.span.line}"],
+                       hint="a model has one input; name tensors to branch instead")
+            raise _Skip
+        attrs = self.bind_args(schema, call, scope)
+        layer = Layer(name=name or "input", op="input", attrs=attrs, inputs=[], span=call.span,
+                      text=self.text_of(call.span))
+        self.input_layer = layer
+        scope.current = self.add_layer(layer)
+        if name is None:
+            scope.names["input"] = (layer.name, call.span)
+        return scope.current
+
+    def make_layer(self, call, scope, schema, alias_attrs, name) -> str:
+        src = self.need_current(call, scope)
+        attrs = self.bind_args(schema, call, scope)
+        attrs.update(schema.fixed)
+        attrs.update(alias_attrs)
+        layer = Layer(name=self.layer_name(schema.name, name, scope), op=schema.name,
+                      attrs=attrs, inputs=[src], span=call.span, text=self.text_of(call.span),
+                      context=scope.context)
+        scope.current = self.add_layer(layer)
+        return scope.current
+
+    def merge(self, call: ast.Call, scope: Scope, name: str | None) -> str:
+        if call.options:
+            self.error(call.options[0].span, "unknown-option", f"`{call.head}` takes no options",
+                       scope=scope)
+            raise _Skip
+        if not call.args:
+            self.error(call.span, "missing-argument", f"`{call.head}` needs the names of the "
+                       f"tensors to merge, like `{call.head} skip`", scope=scope)
+            raise _Skip
+        operands = [self.resolve(v, scope) for v in call.args]
+        current = self.need_current(call, scope)
+        if current not in operands:
+            operands.insert(0, current)
+        if len(operands) < 2:
+            self.error(call.span, "merge-shape", f"`{call.head}` needs at least two tensors, "
+                       "but only the current one was named", scope=scope)
+            raise _Skip
+        labels = {src: f"`{v.value}`" for src, v in zip(operands[-len(call.args):], call.args)}
+        layer = Layer(name=self.layer_name(call.head, name, scope), op=call.head, attrs={},
+                      inputs=operands, span=call.span, text=self.text_of(call.span),
+                      context=scope.context,
+                      input_labels=[labels.get(src, "the current tensor") for src in operands])
+        scope.current = self.add_layer(layer)
+        return scope.current
+
+    def expand(self, block: ast.BlockDef, call: ast.Call, scope: Scope,
+               name: str | None) -> str | None:
+        if block.name in scope.blocks_active:
+            chain = " -> ".join((*scope.blocks_active, block.name))
+            self.error(call.span, "block-recursion", f"block `{block.name}` calls itself "
+                       f"({chain})", hint="blocks cannot be recursive; use a repeat count, "
+                       "like `basic 64 x3`", scope=scope)
+            raise _Skip
+        if len(scope.blocks_active) >= MAX_BLOCK_DEPTH:
+            self.error(call.span, "block-recursion", f"blocks nest more than "
+                       f"{MAX_BLOCK_DEPTH} deep", scope=scope)
+            raise _Skip
+        params = self.bind_block_args(block, call, scope)
+        src = self.need_current(call, scope)
+        instance = name or self.layer_name(block.name, None, scope).rsplit(".", 1)[-1]
+        inner = Scope(prefix=f"{scope.prefix}{instance}.", params=params, current=src,
+                      context=(f"in block `{block.name}` called at line {call.span.line}",
+                               *scope.context),
+                      blocks_active=(*scope.blocks_active, block.name))
+        # The instance name is taken by its layers' prefix; keep a counter so the next is _2.
+        for item in block.body:
+            self.statement(item, inner)
+        scope.current = inner.current
+        return inner.current
+
+    def bind_block_args(self, block: ast.BlockDef, call: ast.Call, scope: Scope) -> dict:
+        names = [p.name for p in block.params]
+        sig = f"{block.name}({', '.join(p.name + ('=' + p.default.text if p.default else '') for p in block.params)})"
+        bound: dict = {}
+        ok = True
+        if len(call.args) > len(block.params):
+            extra = call.args[len(block.params)]
+            self.error(extra.span, "block-args", f"block `{block.name}` takes "
+                       f"{len(block.params)} argument{'s' * (len(block.params) != 1)}, but "
+                       f"{len(call.args)} were given", notes=[f"it is defined as `{sig}` at "
+                                                              f"line {block.span.line}"],
+                       scope=scope)
+            ok = False
+        for p, v in zip(block.params, call.args):
+            bound[p.name] = v
+        for o in call.options:
+            if o.key not in names:
+                self.error(o.key_span, "block-args", f"block `{block.name}` has no parameter "
+                           f"`{o.key}`", hint=did_you_mean(o.key, names),
+                           notes=[f"it is defined as `{sig}` at line {block.span.line}"],
+                           scope=scope)
+                ok = False
+            elif o.key in bound:
+                self.error(o.span, "block-args", f"parameter `{o.key}` of block "
+                           f"`{block.name}` is given twice", scope=scope)
+                ok = False
+            else:
+                bound[o.key] = o.value
+        for p in block.params:
+            if p.name not in bound:
+                if p.default is None:
+                    self.error(call.span, "block-args", f"block `{block.name}` needs a value "
+                               f"for its parameter `{p.name}`",
+                               notes=[f"it is defined as `{sig}` at line {block.span.line}"],
+                               scope=scope)
+                    ok = False
+                else:
+                    bound[p.name] = p.default
+        if not ok:
+            raise _Skip
+        return bound
+
+
+def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per (code, place, message): a faulty block called ten times says it once."""
+    seen = set()
+    out = []
+    for d in diagnostics:
+        key = (d.code, d.span, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def build(program: ast.Program) -> BuildResult:
+    return Builder(program).build()

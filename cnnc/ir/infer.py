@@ -1,0 +1,96 @@
+"""Shape inference: a shape on every layer, parameter shapes, MACs and receptive fields.
+
+One pass in topological order. A layer whose input failed is skipped silently, so one mistake
+gives one diagnostic, not a cascade; independent mistakes are all reported.
+"""
+
+from __future__ import annotations
+
+from .. import ops
+from ..diagnostics import ERROR, WARNING, Diagnostic
+from ..ops import ShapeError
+from ..ops.shapes import fmt_shape
+from .graph import Layer, LayerGraph
+
+MAX_ELEMENTS = 2**40  # a tensor this large is not a real model; say so rather than overflow
+
+
+def _input_note(graph: LayerGraph, layer: Layer, src: str, label: str) -> str:
+    producer = graph[src]
+    where = f" ({producer.context[0]})" if producer.context and \
+        producer.context != layer.context else ""
+    return (f"{label} is {fmt_shape(producer.shape)}, produced by `{producer.text}` at "
+            f"line {producer.span.line}{where}")
+
+
+def infer(graph: LayerGraph) -> list[Diagnostic]:
+    diagnostics: list[Diagnostic] = []
+    # receptive field bookkeeping per layer: (rf, jump), None once flat
+    rf: dict[str, tuple[int, int] | None] = {}
+    for layer in graph.layers():
+        schema = ops.get(layer.op)
+        in_shapes = [graph[n].shape for n in layer.inputs]
+        if any(s is None for s in in_shapes):
+            continue
+        try:
+            shape = tuple(schema.infer(layer.attrs, in_shapes))
+            if any(d <= 0 for d in shape):
+                raise ShapeError(f"the output of this layer would be {fmt_shape(shape)}: "
+                                 "a size reaches zero", code="kernel-too-large")
+            total = 1
+            for d in shape:
+                total *= d
+            if total > MAX_ELEMENTS:
+                raise ShapeError(f"the output of this layer would be {fmt_shape(shape)} "
+                                 f"({total:,} values per example), too large to be real",
+                                 code="too-large")
+        except ShapeError as e:
+            notes = list(e.notes)
+            if len(layer.inputs) == 1:
+                notes.append(_input_note(graph, layer, layer.inputs[0], "the input to this layer"))
+            else:
+                labels = layer.input_labels or [f"input {i + 1}" for i in range(len(layer.inputs))]
+                for src, label in zip(layer.inputs, labels):
+                    notes.append(_input_note(graph, layer, src, label))
+            notes.extend(layer.context)
+            diagnostics.append(Diagnostic(ERROR, e.code, e.message, layer.span, notes, e.hint))
+            continue
+        layer.shape = shape
+        layer.params = schema.params(layer.attrs, in_shapes)
+        layer.buffers = schema.buffers(layer.attrs, in_shapes)
+        layer.macs = schema.macs(layer.attrs, in_shapes, shape)
+        rf[layer.name] = _receptive_field(schema, layer, [rf.get(n) for n in layer.inputs])
+        layer.receptive_field = rf[layer.name][0] if rf[layer.name] else None
+
+    diagnostics.extend(_activation_warnings(graph))
+    return diagnostics
+
+
+def _receptive_field(schema, layer: Layer, ins: list) -> tuple[int, int] | None:
+    """(receptive field, jump) along the height axis, in input pixels; None once flat."""
+    if layer.op == "input":
+        return (1, 1) if len(layer.shape) == 3 else None
+    if len(layer.shape) != 3 or any(i is None for i in ins):
+        return None
+    r_in = max(i[0] for i in ins)
+    j_in = max(i[1] for i in ins)
+    if schema.window is None:
+        return (r_in, j_in)
+    window = schema.window(layer.attrs)
+    if window is None:
+        return None
+    kh, _, sh, _ = window
+    return (r_in + (kh - 1) * j_in, j_in * sh)
+
+
+def _activation_warnings(graph: LayerGraph) -> list[Diagnostic]:
+    out = []
+    for layer in graph.layers():
+        act = layer.activation
+        if act in ("softmax", "sigmoid") and layer.name != graph.output and layer.shape:
+            out.append(Diagnostic(
+                WARNING, "activation-not-last",
+                f"{act} is usually the last layer, but this one is followed by more layers",
+                layer.span, list(layer.context),
+                f"{act} squashes its input; losses apply it at the output"))
+    return out

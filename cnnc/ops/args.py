@@ -1,0 +1,162 @@
+"""Matching a statement's written arguments against an op schema's declared ones.
+
+`bind` turns `conv 32 3x3 relu stride=2` into {"filters": 32, "kernel": (3, 3), ...}, or into
+a list of (span, code, message, hint) problems, each pointing at the word that caused it.
+Used for ops and for the training section alike.
+"""
+
+from __future__ import annotations
+
+from ..diagnostics import did_you_mean
+from ..syntax.ast import Option, Value
+from . import Arg
+
+
+class ArgError(Exception):
+    def __init__(self, message: str, hint: str | None = None, code: str = "bad-value"):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+_BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
+def _positive(arg: Arg, value, text: str):
+    """Range checks for a number or every component of a size."""
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if arg.min is not None and v < arg.min:
+            if arg.min == 1:
+                raise ArgError(f"{arg.name} must be at least 1, but got `{text}`",
+                               hint="sizes and counts are whole numbers from 1 up")
+            raise ArgError(f"{arg.name} must be at least {arg.min:g}, but got `{text}`")
+        if arg.max_exclusive is not None and v >= arg.max_exclusive:
+            lo = f"{arg.min:g}" if arg.min is not None else "-inf"
+            raise ArgError(f"{arg.name} must be in [{lo}, {arg.max_exclusive:g}), but got `{text}`")
+    return value
+
+
+def coerce(arg: Arg, v: Value):
+    """The Python value of `v` as `arg`'s type, or ArgError saying what was expected."""
+    t = arg.type
+    if t == "int":
+        if v.kind != "int":
+            raise ArgError(f"{arg.name} must be a whole number, but got {v.describe()}")
+        return _positive(arg, v.value, v.text)
+    if t == "float":
+        if v.kind not in ("int", "float"):
+            raise ArgError(f"{arg.name} must be a number, but got {v.describe()}")
+        return _positive(arg, float(v.value), v.text)
+    if t == "size":
+        if v.kind == "int":
+            return _positive(arg, (v.value, v.value), v.text)
+        if v.kind == "dims" and len(v.value) == 2:
+            return _positive(arg, tuple(v.value), v.text)
+        raise ArgError(f"{arg.name} must be a size like 3 or 3x3, but got {v.describe()}")
+    if t == "pad":
+        if v.kind == "name" and v.value in ("valid", "same"):
+            return v.value
+        if v.kind == "int":
+            return _positive(arg, (v.value,) * 4, v.text)
+        if v.kind == "dims" and len(v.value) == 2:
+            ph, pw = v.value
+            return _positive(arg, (ph, ph, pw, pw), v.text)
+        if v.kind == "dims" and len(v.value) == 4:
+            return _positive(arg, tuple(v.value), v.text)
+        raise ArgError(f"pad must be valid, same, P, PHxPW or TxBxLxR, but got {v.describe()}",
+                       hint=did_you_mean(v.text, ("valid", "same")) if v.kind == "name" else None)
+    if t == "bool":
+        if v.kind == "name" and v.value.lower() in _BOOLS:
+            return _BOOLS[v.value.lower()]
+        if v.kind == "int" and v.value in (0, 1):
+            return bool(v.value)
+        raise ArgError(f"{arg.name} must be true or false, but got {v.describe()}")
+    if t == "enum":
+        if v.kind == "name" and v.value in arg.choices:
+            return v.value
+        hint = did_you_mean(v.text, arg.choices) if v.kind == "name" else None
+        raise ArgError(f"{arg.name} must be one of {', '.join(arg.choices)}, but got "
+                       f"{v.describe()}", hint=hint)
+    if t == "dims":
+        if v.kind == "int":
+            return _positive(arg, (v.value,), v.text)
+        if v.kind == "dims":
+            return _positive(arg, tuple(v.value), v.text)
+        raise ArgError(f"{arg.name} must be a size like 28x28x1, but got {v.describe()}")
+    if t == "string":
+        if v.kind in ("string", "name"):
+            return v.value
+        raise ArgError(f"{arg.name} must be a name or a quoted string, but got {v.describe()}")
+    raise AssertionError(f"unknown argument type {t!r}")
+
+
+def _fits(arg: Arg, v: Value) -> bool:
+    try:
+        coerce(arg, v)
+        return True
+    except ArgError:
+        return False
+
+
+def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
+         args: tuple[Value, ...], opts: tuple[Option, ...]):
+    """Match written arguments to declared ones. Returns (attrs, problems).
+
+    Positional values fill the declared positional arguments in order; an optional argument
+    whose type does not fit the value is skipped (so `pool 2` skips the kind and fills the size).
+    """
+    attrs: dict = {}
+    problems: list[tuple] = []  # (span, code, message, hint)
+    i = 0
+    for v in args:
+        while i < len(positional) and not positional[i].required and not _fits(positional[i], v):
+            i += 1
+        if i >= len(positional):
+            takes = ", ".join(a.name for a in positional) or "no positional arguments"
+            hint = None
+            if v.kind == "name":
+                choices = [c for a in positional if a.type == "enum" for c in a.choices]
+                hint = did_you_mean(v.value, choices + [a.name for a in options])
+                if hint and any(a.name == v.value.split("=")[0] for a in options):
+                    hint = None
+            problems.append((v.span, "bad-value",
+                             f"`{what}` does not take {v.describe()} here (it takes {takes})",
+                             hint))
+            continue
+        arg = positional[i]
+        try:
+            attrs[arg.name] = coerce(arg, v)
+        except ArgError as e:
+            problems.append((v.span, e.code, f"`{what}`: {e.message}", e.hint))
+            attrs[arg.name] = None
+        i += 1
+    by_name = {a.name: a for a in options}
+    for o in opts:
+        arg = by_name.get(o.key)
+        if arg is None:
+            known = [a.name for a in options]
+            hint = did_you_mean(o.key, known)
+            if hint is None:
+                hint = (f"`{what}` takes " + ", ".join(f"{k}=" for k in known)) if known else \
+                    f"`{what}` takes no options"
+            problems.append((o.key_span, "unknown-option",
+                             f"`{what}` has no option `{o.key}`", hint))
+            continue
+        if o.key in attrs and attrs[o.key] is not None:
+            problems.append((o.span, "bad-value", f"`{what}`: {o.key} is given twice", None))
+            continue
+        try:
+            attrs[o.key] = coerce(arg, o.value)
+        except ArgError as e:
+            problems.append((o.value.span, e.code, f"`{what}`: {e.message}", e.hint))
+            attrs[o.key] = None
+    for arg in (*positional, *options):
+        if arg.name not in attrs:
+            if arg.required:
+                problems.append((None, "missing-argument", f"`{what}` needs its {arg.name}"
+                                 + (f" ({arg.help})" if arg.help else ""), None))
+            else:
+                attrs[arg.name] = arg.default
+    return attrs, problems

@@ -1,0 +1,32 @@
+"""Normalisation and regularisation: `batchnorm` (`bn`), `dropout P`."""
+
+from __future__ import annotations
+
+from . import Arg, OpSchema, register
+
+
+def _channels(shape: tuple) -> int:
+    return shape[-1]  # C of an H x W x C image, or the features of a flat vector
+
+
+register(OpSchema(
+    name="batchnorm",
+    summary="batch normalisation over each channel (each feature when flat)",
+    options=(Arg("eps", "float", 1e-5, min=0.0), Arg("momentum", "float", 0.1, min=0.0),
+             ),
+    aliases=("bn",),
+    infer=lambda attrs, ins: ins[0],
+    params=lambda attrs, ins: {"weight": (_channels(ins[0]),), "bias": (_channels(ins[0]),)},
+    buffers=lambda attrs, ins: {"running_mean": (_channels(ins[0]),),
+                                "running_var": (_channels(ins[0]),)},
+    describe=lambda a: "batchnorm",
+))
+
+register(OpSchema(
+    name="dropout",
+    summary="zero each value with probability P while training (inverted dropout)",
+    positional=(Arg("rate", "float", min=0.0, max_exclusive=1.0,
+                    help="the probability of dropping, in [0, 1)"),),
+    infer=lambda attrs, ins: ins[0],
+    describe=lambda a: f"dropout {a['rate']:g}",
+))

@@ -1,0 +1,85 @@
+"""Pooling: `pool [max|avg] K [stride=S] [pad=...] [ceil=true]`, and global pooling.
+
+    pool 2                      # 2x2 max pool, stride 2 (stride defaults to the size, as in Keras)
+    pool avg 3x3 stride=2 pad=1
+    pool max 3 stride=2 ceil=true   # Caffe's rounding (SqueezeNet, GoogLeNet)
+    pool global avg             # or `gap`: H x W x C -> C
+"""
+
+from __future__ import annotations
+
+from . import Arg, OpSchema, ShapeError, register
+from ._common import check_window, need_image, size_text
+from .shapes import resolve_pads, window_out
+
+
+def _stride(attrs: dict) -> tuple[int, int]:
+    return attrs["stride"] if attrs["stride"] is not None else attrs["size"]
+
+
+def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
+    h, w, c = need_image("pool", in_shapes[0])
+    if attrs["kind"] == "global":
+        if attrs["size"] is not None:
+            raise ShapeError("global pooling takes no window size: it pools the whole image",
+                             code="bad-value", hint="write `pool global avg` or `gap`")
+        return (1, 1, c) if attrs["keepdims"] else (c,)
+    if attrs["mode"] is not None:
+        raise ShapeError(f"`{attrs['mode']}` after the size is only for global pooling",
+                         code="bad-value", hint=f"write `pool {attrs['mode']} K`")
+    if attrs["size"] is None:
+        raise ShapeError("`pool` needs a window size, like `pool 2` or `pool avg 3x3`",
+                         code="missing-argument")
+    kh, kw = attrs["size"]
+    sh, sw = _stride(attrs)
+    pads = resolve_pads(attrs["pad"], (h, w), (kh, kw), (sh, sw), (1, 1))
+    if pads[0] * 2 > kh or pads[1] * 2 > kh or pads[2] * 2 > kw or pads[3] * 2 > kw:
+        # PyTorch refuses this too: a window could then lie entirely in the padding.
+        raise ShapeError(f"pooling pads {pads} must be at most half the {kh}x{kw} window",
+                         code="bad-value", hint="use less padding or a larger window")
+    attrs["pads"] = pads
+    check_window("pool", (h, w, c), (kh, kw), (1, 1), pads)
+    oh = window_out(h, kh, sh, pads[0:2], 1, attrs["ceil"])
+    ow = window_out(w, kw, sw, pads[2:4], 1, attrs["ceil"])
+    return (oh, ow, c)
+
+
+def pool_window(attrs: dict):
+    if attrs["kind"] == "global":
+        return None
+    return (*attrs["size"], *_stride(attrs))
+
+
+def _describe(attrs: dict) -> str:
+    if attrs["kind"] == "global":
+        return f"pool global {attrs['mode'] or 'avg'}"
+    parts = [f"pool {attrs['kind']} {size_text(attrs['size'])}"]
+    if attrs["stride"] is not None and attrs["stride"] != attrs["size"]:
+        parts.append(f"stride={size_text(attrs['stride'])}")
+    pad = attrs["pad"]
+    if pad != "valid":
+        parts.append(f"pad={pad if isinstance(pad, str) else 'x'.join(map(str, pad))}")
+    if attrs["ceil"]:
+        parts.append("ceil")
+    return " ".join(parts)
+
+
+register(OpSchema(
+    name="pool",
+    summary="max, average or global pooling",
+    positional=(Arg("kind", "enum", "max", choices=("max", "avg", "global")),
+                Arg("size", "size", None, min=1, help="K or KHxKW"),
+                Arg("mode", "enum", None, choices=("avg", "max"),
+                    help="for global pooling: avg (default) or max")),
+    options=(Arg("stride", "size", None, min=1, help="defaults to the window size"),
+             Arg("pad", "pad", "valid", min=0),
+             Arg("ceil", "bool", False, help="round the output size up (Caffe)"),
+             Arg("count_pad", "bool", False,
+                 help="average pooling: count padded zeros in the divisor"),
+             Arg("keepdims", "bool", False, help="global pooling: keep a 1x1xC image")),
+    aliases=("maxpool", "avgpool", "gap", "gmp"),
+    alias_attrs={"maxpool": {"kind": "max"}, "avgpool": {"kind": "avg"},
+                 "gap": {"kind": "global", "mode": "avg"},
+                 "gmp": {"kind": "global", "mode": "max"}},
+    infer=infer_pool, window=pool_window, describe=_describe,
+))

@@ -1,0 +1,152 @@
+"""The pipeline: text -> AST -> layer graph -> shapes -> summary -> backend.
+
+`check` runs the first three stages, `summary` adds the fourth, `train` and `eval` lower to a
+backend. Each stage is one module; this file only strings them together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .diagnostics import ERROR, CompileError, Diagnostic, Span
+
+MAX_SOURCE_BYTES = 16 << 20  # a model file larger than this is not a model
+
+
+def read_source(path: str | os.PathLike) -> tuple[str, list[Diagnostic]]:
+    """A model file's text, or a diagnostic saying why it cannot be read (missing, binary...)."""
+    file = str(path)
+    span = Span(file, 1, 1, 1, 1)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_SOURCE_BYTES:
+            return "", [Diagnostic(ERROR, "io", f"the file is {size:,} bytes; a model file is "
+                                   f"at most {MAX_SOURCE_BYTES:,}", span, [])]
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return "", [Diagnostic(ERROR, "io", "no such file", span, [])]
+    except IsADirectoryError:
+        return "", [Diagnostic(ERROR, "io", "this is a directory, not a model file", span, [])]
+    except OSError as e:
+        return "", [Diagnostic(ERROR, "io", f"cannot read the file: {e.strerror}", span, [])]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return "", [Diagnostic(ERROR, "io", f"the file is not UTF-8 text (byte 0x{data[e.start]:02x} "
+                               f"at offset {e.start:,})", Span(file, line, col, line, col + 1),
+                               [], "cnnc reads plain-text model files")]
+    if "\x00" in text:
+        i = text.index("\x00")
+        line = text.count("\n", 0, i) + 1
+        col = i - (text.rfind("\n", 0, i) + 1) + 1
+        return "", [Diagnostic(ERROR, "io", "the file holds a NUL byte: it looks binary, not a "
+                               "model", Span(file, line, col, line, col + 1), [],
+                               "cnnc reads plain-text model files")]
+    return text, []
+
+
+@dataclass
+class Model:
+    """A compiled program: its graph and diagnostics, and from them a summary or a backend."""
+
+    file: str
+    source: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    graph: object = None  # LayerGraph, or None when the program did not parse
+    train_config: object = None  # TrainConfig, or None when the file has no `train:` section
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == ERROR for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == ERROR]
+
+    def raise_for_errors(self) -> "Model":
+        if not self.ok:
+            raise CompileError(self.diagnostics)
+        return self
+
+    @property
+    def name(self) -> str:
+        return Path(self.file).stem if self.file not in ("<input>", "<stdin>") else "model"
+
+    def summary(self):
+        from .analysis.summary import summarize
+
+        self.raise_for_errors()
+        return summarize(self.graph, self.name)
+
+    @property
+    def input_shape(self) -> tuple:
+        return self.graph[self.graph.input].shape
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.graph[self.graph.output].shape
+
+    def to_backend(self, name: str = "numpy", **options):
+        """The model lowered to a backend (`numpy`, `torch` or a plugin's), ready to run."""
+        from .backends import get_backend
+
+        self.raise_for_errors()
+        return get_backend(name).build(self, **options)
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else f"{len(self.errors)} errors"
+        return f"<cnnc.Model {self.name!r}: {len(self.graph or ())} layers, {state}>"
+
+
+def compile_text(text: str, file: str = "<input>") -> Model:
+    from .ir.build import build
+    from .ir.infer import infer
+    from .syntax.parser import parse
+    from .train.config import parse_sections
+
+    model = Model(file=file, source=text)
+    program, diagnostics = parse(text, file)
+    model.diagnostics.extend(diagnostics)
+    if diagnostics:
+        return model
+    built = build(program)
+    model.graph = built.graph
+    model.diagnostics.extend(built.diagnostics)
+    model.train_config, section_diags = parse_sections(built.sections, file)
+    model.diagnostics.extend(section_diags)
+    if built.graph.input is not None:
+        model.diagnostics.extend(infer(built.graph))
+        if built.graph.output is not None and built.graph[built.graph.output].shape is None \
+                and model.ok:  # pragma: no cover - infer reports why
+            pass
+    model.diagnostics.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
+    return model
+
+
+def compile_file(path: str | os.PathLike) -> Model:
+    text, diagnostics = read_source(path)
+    if diagnostics:
+        return Model(file=str(path), source="", diagnostics=diagnostics)
+    return compile_text(text, str(path))
+
+
+def compile(source: str | os.PathLike, *, file: str | None = None) -> Model:
+    """Compile a program given as text or as a path to a .cnn file.
+
+    Never raises for a faulty program: look at `model.ok` and `model.diagnostics`, or call
+    `model.raise_for_errors()`.
+
+    >>> m = compile("input 28x28x1; conv 32 3x3 relu; pool 2; flatten; dense 10 softmax")
+    >>> m.summary().total_params
+    54410
+    """
+    if isinstance(source, os.PathLike):
+        return compile_file(source)
+    if "\n" not in source and ";" not in source and (source.endswith(".cnn")
+                                                     or os.path.isfile(source)):
+        return compile_file(source)
+    return compile_text(source, file or "<input>")

@@ -1,0 +1,42 @@
+"""The summary as a rich table, in the spirit of Keras's model.summary()."""
+
+from __future__ import annotations
+
+import sys
+
+from .analysis.summary import Summary, human, human_bytes
+from .ops.shapes import fmt_shape
+
+
+def print_summary(summary: Summary, *, color: bool = False, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    file = file or sys.stdout
+    console = Console(file=file, no_color=not color, highlight=False,
+                      width=None if color else 160, force_terminal=color or None)
+    table = Table(title=f"Model: {summary.model}", title_justify="left", header_style="bold")
+    table.add_column("Layer", no_wrap=True)
+    table.add_column("Op")
+    table.add_column("Output shape", justify="right", no_wrap=True)
+    table.add_column("Params", justify="right")
+    table.add_column("MACs", justify="right")
+    table.add_column("RF", justify="right", header_style="bold")
+    graph = not summary.sequential
+    if graph:
+        table.add_column("Inputs")
+    for r in summary.rows:
+        cells = [r.name, r.description, fmt_shape(r.output_shape), f"{r.params:,}",
+                 f"{r.macs:,}" if r.macs else "0",
+                 str(r.receptive_field) if r.receptive_field else "-"]
+        if graph:
+            cells.append(", ".join(r.inputs))
+        table.add_row(*cells)
+    console.print(table)
+    s = summary
+    console.print(f" Total params: {s.total_params:,} ({human_bytes(s.param_bytes)} as float32)")
+    console.print(f" Trainable params: {s.trainable_params:,}")
+    console.print(f" Non-trainable params: {s.non_trainable_params:,}")
+    console.print(f" MACs per image: {human(s.macs)} ({s.macs:,})")
+    console.print(f" Activation memory per image: {human_bytes(s.activation_bytes)} "
+                  f"(float32, every layer's output)")

@@ -1,0 +1,113 @@
+"""The training section of a model file, and the command-line flags that override it.
+
+    train:
+        data fashion-mnist
+        optimizer adam lr=1e-3
+        epochs 5; batch 64; seed 0
+
+Each statement is a setting followed by its value; `optimizer` also takes its hyperparameters as
+options. Validated at compile time (so `cnnc check` reports a bad setting with its line), used by
+`cnnc train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..diagnostics import ERROR, Diagnostic, did_you_mean
+from ..ops import Arg
+from ..ops.args import bind
+
+LOSSES = ("auto", "cross_entropy", "bce", "mse")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "digits"
+    loss: str = "auto"  # auto: cross-entropy for many classes, bce for one sigmoid output
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    val_split: float = 0.1  # the fraction of the training images held out for validation
+
+    def merged(self, **overrides) -> "TrainConfig":
+        """A copy with every override that is not None applied (command-line flags)."""
+        values = asdict(self)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig(**values)
+
+
+# setting -> (positional args, options); the TrainConfig field each fills is the arg's name
+_SETTINGS = {
+    "data": ((Arg("data", "string", help="a data set name or npz:PATH"),), ()),
+    "loss": ((Arg("loss", "enum", choices=LOSSES),), ()),
+    "optimizer": ((Arg("optimizer", "enum", choices=OPTIMIZERS),),
+                  (Arg("lr", "float", None, min=0.0), Arg("momentum", "float", None, min=0.0),
+                   Arg("nesterov", "bool", None), Arg("weight_decay", "float", None, min=0.0))),
+    "lr": ((Arg("lr", "float", min=0.0),), ()),
+    "momentum": ((Arg("momentum", "float", min=0.0),), ()),
+    "weight_decay": ((Arg("weight_decay", "float", min=0.0),), ()),
+    "epochs": ((Arg("epochs", "int", min=1),), ()),
+    "batch": ((Arg("batch_size", "int", min=1),), ()),
+    "batch_size": ((Arg("batch_size", "int", min=1),), ()),
+    "seed": ((Arg("seed", "int", min=0),), ()),
+    "val": ((Arg("val_split", "float", min=0.0, max_exclusive=1.0),), ()),
+    "val_split": ((Arg("val_split", "float", min=0.0, max_exclusive=1.0),), ()),
+}
+
+
+def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagnostic]]:
+    """The TrainConfig of a program's `train:` section (None if it has none), with diagnostics."""
+    from ..syntax import ast
+
+    diagnostics: list[Diagnostic] = []
+    config: TrainConfig | None = None
+    for section in sections:
+        if section.name != "train":
+            diagnostics.append(Diagnostic(ERROR, "train-section",
+                                          f"unknown section `{section.name}:`",
+                                          section.name_span, [],
+                                          did_you_mean(section.name, ["train"])
+                                          or "the only section is `train:`"))
+            continue
+        if config is not None:
+            diagnostics.append(Diagnostic(ERROR, "train-section", "a second `train:` section",
+                                          section.name_span, [], "merge the two sections"))
+            continue
+        config = TrainConfig()
+        seen: dict[str, int] = {}
+        for stmt in section.body:
+            if not isinstance(stmt, ast.Call):
+                diagnostics.append(Diagnostic(ERROR, "train-section", "the training section "
+                                              "holds settings like `epochs 5`", stmt.span, []))
+                continue
+            spec = _SETTINGS.get(stmt.head)
+            if spec is None:
+                diagnostics.append(Diagnostic(
+                    ERROR, "train-section", f"unknown training setting `{stmt.head}`",
+                    stmt.head_span, [], did_you_mean(stmt.head, _SETTINGS)
+                    or "settings: " + ", ".join(_SETTINGS)))
+                continue
+            if stmt.head in seen:
+                diagnostics.append(Diagnostic(ERROR, "train-section",
+                                              f"`{stmt.head}` is set twice", stmt.span,
+                                              [f"first set at line {seen[stmt.head]}"]))
+                continue
+            seen[stmt.head] = stmt.span.line
+            attrs, problems = bind(stmt.head, *spec, stmt.args, stmt.options)
+            for span, code, message, hint in problems:
+                diagnostics.append(Diagnostic(ERROR, "train-section", message, span or stmt.span,
+                                              [], hint))
+            if problems:
+                continue
+            names = {f.name for f in fields(TrainConfig)}
+            for key, value in attrs.items():
+                if key in names and value is not None:
+                    setattr(config, key, value)
+    return config, diagnostics
