@@ -1,0 +1,134 @@
+"""What every backend provides, and what they share: the loss plan and weight validation.
+
+A backend is an object with `name` and `build(model, **options) -> Session`. The training engine
+(cnnc/train/engine.py) drives any Session the same way:
+
+    session = backend.build(model, seed=0)
+    session.configure_optimizer(config)
+    data = session.put(train_x, train_y)        # once: NHWC float32 -> the backend's layout/device
+    loss, correct = session.train_step(data, idx)  # one mini-batch: forward, backward, step
+    loss, correct = session.evaluate(data, batch_size)
+    session.get_weights() / set_weights(...)    # NumPy arrays keyed "layer.param"
+
+Backends lay activations out as they like inside (both built-in ones use N x C x H x W), but
+weights cross the boundary in PyTorch's layouts, so a checkpoint from one loads into the other.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..diagnostics import CnncError
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """How the model's output meets the labels.
+
+    kind: cross_entropy | bce | mse. fused: the model's final softmax (for cross_entropy) or
+    sigmoid (for bce) is folded into the loss, which then reads the pre-activation logits: the
+    numerically stable way, and what PyTorch's CrossEntropyLoss/BCEWithLogitsLoss expect.
+    """
+
+    kind: str
+    fused: bool
+    classes: int  # the model's output units
+
+    def predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """Class indices from outputs (logits when fused)."""
+        if self.classes == 1:
+            threshold = 0.0 if (self.fused or self.kind == "bce") else 0.5
+            return (outputs.reshape(-1) > threshold).astype(np.int64)
+        return outputs.argmax(axis=1)
+
+
+def plan_loss(model, name: str = "auto") -> LossPlan:
+    out_shape = model.output_shape
+    if len(out_shape) != 1:
+        raise CnncError(f"the model's output is an image ({'x'.join(map(str, out_shape))}); "
+                        "training needs one output per class", code="backend",
+                        hint="end the model with `flatten` or `pool global avg` and `dense K`")
+    classes = out_shape[0]
+    last = model.graph[model.graph.output].activation
+    if name == "auto":
+        name = "bce" if classes == 1 else "cross_entropy"
+    if name == "cross_entropy" and classes == 1:
+        raise CnncError("cross-entropy needs at least two outputs, but the model has one",
+                        code="backend", hint="use `loss bce` for a single sigmoid output")
+    fused = (name == "cross_entropy" and last == "softmax") or (name == "bce" and last == "sigmoid")
+    return LossPlan(name, fused, classes)
+
+
+def check_weights(expected: dict[str, tuple], given: dict[str, np.ndarray], source: str) -> None:
+    """Refuse weights that do not fit the model, saying exactly which and how."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [(k, tuple(given[k].shape), tuple(expected[k])) for k in expected
+             if k in given and tuple(given[k].shape) != tuple(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    notes = []
+    if missing:
+        notes.append("missing: " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+    if unexpected:
+        notes.append("not in the model: " + ", ".join(unexpected[:8])
+                     + (" ..." if len(unexpected) > 8 else ""))
+    for k, got, want in wrong[:8]:
+        notes.append(f"{k}: the file has shape {got}, the model needs {want}")
+    raise CnncError(f"the weights in {source} do not fit this model", notes=notes,
+                    code="weights", hint="were they trained from another model file?")
+
+
+class Session(ABC):
+    """A model lowered to one backend, with its weights, optimizer state and data layout."""
+
+    backend: str = "?"
+
+    @abstractmethod
+    def put(self, x: np.ndarray, y: np.ndarray):
+        """Hold a data split (x NHWC float32 or (N, F), y int64) where this backend computes."""
+
+    @abstractmethod
+    def configure_optimizer(self, config) -> None:
+        """Make the optimizer named by a TrainConfig (optimizer, lr, momentum, ...)."""
+
+    @abstractmethod
+    def train_step(self, data, idx: np.ndarray):
+        """One mini-batch of the rows `idx`: forward, loss, backward, step. Returns (mean loss,
+        correct count), as anything float() and int() accept (a device scalar is fine)."""
+
+    @abstractmethod
+    def evaluate(self, data, batch_size: int = 256) -> tuple[float, int]:
+        """(mean loss, correct count) over a whole split, in eval mode."""
+
+    @abstractmethod
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs (after its final activation) for NHWC images, as NumPy."""
+
+    @abstractmethod
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers as float32 NumPy arrays keyed "layer.param"."""
+
+    @abstractmethod
+    def set_weights(self, tensors: dict[str, np.ndarray], source: str = "weights") -> None:
+        """Load weights; refuse (CnncError code=weights) any that do not fit."""
+
+    @abstractmethod
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's state as flat arrays (for resumable checkpoints)."""
+
+    @abstractmethod
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def set_lr(self, lr: float) -> None:  # pragma: no cover - optional
+        raise NotImplementedError
+
+
+def images_for(model, x: np.ndarray) -> np.ndarray:
+    """Data as the model's input wants it: NHWC images, or flattened (H*W*C) for a flat input."""
+    if len(model.input_shape) == 1 and x.ndim > 2:
+        return x.reshape(len(x), -1)
+    return x
