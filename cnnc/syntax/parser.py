@@ -51,30 +51,30 @@ class _Indenter:
     """
 
     always_accept = ("_NL",)
-    tab_len = 8
+    tab_len = 8  # columns a tab counts for
 
     def __init__(self):
-        self.paren_level = 0
+        self.open_parens: list[Token] = []  # the `(` not yet closed, for "unclosed `(`"
         self.indent_level = [0]
 
     def process(self, stream):
-        self.paren_level = 0
+        self.open_parens = []
         self.indent_level = [0]
         for token in stream:
             if token.type == "_NL":
                 yield from self._handle_nl(token)
             else:
                 if token.type == "LPAR":
-                    self.paren_level += 1
-                elif token.type == "RPAR":
-                    self.paren_level = max(self.paren_level - 1, 0)
+                    self.open_parens.append(token)
+                elif token.type == "RPAR" and self.open_parens:
+                    self.open_parens.pop()
                 yield token
         while len(self.indent_level) > 1:
             self.indent_level.pop()
             yield Token("_DEDENT", "")
 
     def _handle_nl(self, token: Token):
-        if self.paren_level > 0:
+        if self.open_parens:
             return  # newlines inside parentheses continue the line
         yield token
         indent_str = token.rsplit("\n", 1)[1]
@@ -82,28 +82,64 @@ class _Indenter:
         if indent > self.indent_level[-1]:
             self.indent_level.append(indent)
             yield Token.new_borrow_pos("_INDENT", indent_str, token)
-        else:
-            while indent < self.indent_level[-1]:
-                self.indent_level.pop()
-                yield Token.new_borrow_pos("_DEDENT", indent_str, token)
-            if indent != self.indent_level[-1]:
-                # Position the error at the first character of the badly indented line.
+        elif indent < self.indent_level[-1]:
+            if indent not in self.indent_level:
+                # Position the error at the indentation of the badly indented line.
                 line = token.end_line
                 err = Token("_NL", "", line=line, column=1, end_line=line,
                             end_column=len(indent_str) + 1)
-                raise _IndentError(err, f"this line's indentation ({indent} columns) matches no "
-                                        f"enclosing block (expected one of "
-                                        f"{', '.join(map(str, self.indent_level))})")
+                levels = " or ".join(map(str, self.indent_level))
+                raise _IndentError(err, f"this line is indented {indent} columns, which "
+                                        f"matches no enclosing level ({levels})")
+            while indent < self.indent_level[-1]:
+                self.indent_level.pop()
+                yield Token.new_borrow_pos("_DEDENT", indent_str, token)
 
     # lark asks the postlexer for this
     def __call__(self, stream):
         return self.process(stream)
 
 
+def _cache_file(grammar: str) -> str | None:
+    """Where the built LALR tables are cached: the user's own cache folder, never a shared one.
+
+    Building the tables takes tens of milliseconds, a large part of `cnnc check`'s start-up.
+    The file name carries a hash of the grammar and lark's version, so a stale cache is never
+    read; if the folder cannot be written, cnnc builds the tables every time instead. (lark
+    serialises the tables with pickle, which is why the cache lives only in the user's own
+    folder and never in a shared temporary one.)
+    """
+    import hashlib
+    import os
+
+    import lark
+
+    if os.environ.get("CNNC_NO_GRAMMAR_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "cnnc")
+    digest = hashlib.sha256((grammar + lark.__version__).encode()).hexdigest()[:16]
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return None
+    return os.path.join(folder, f"grammar-{digest}.lark-cache")
+
+
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_text(), parser="lalr", lexer="contextual", postlex=_Indenter(),
-                propagate_positions=True, maybe_placeholders=True)
+    grammar = grammar_text()
+    options = dict(parser="lalr", lexer="contextual", postlex=_Indenter(),
+                   propagate_positions=True, maybe_placeholders=True)
+    cache = _cache_file(grammar)
+    if cache is not None:
+        try:
+            return Lark(grammar, cache=cache, **options)
+        except Exception:  # an unreadable or foreign cache file: build without it
+            pass
+    return Lark(grammar, **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,31 +178,32 @@ class _ToAst(Transformer):
         (tok,) = children
         text = str(tok)
         span = self._span(tok)
+        bad = ast.Value("error", None, text, span)  # reported here; the builder skips its statement
         if _INT.fullmatch(text):
             value = int(text)
             if abs(value) > MAX_INT:
                 self._error(span, "too-large", f"the number {text} is too large to be a size "
                             f"(the largest cnnc accepts is 2**31 - 1 = {MAX_INT:,})")
-                value = MAX_INT
+                return bad
             return ast.Value("int", value, text, span)
         if _DIMS.fullmatch(text):
             parts = tuple(int(p) for p in text.split("x"))
             if any(p > MAX_INT for p in parts):
                 self._error(span, "too-large", f"the size {text} has a dimension too large to be "
                             f"real (the largest cnnc accepts is 2**31 - 1 = {MAX_INT:,})")
-                parts = tuple(min(p, MAX_INT) for p in parts)
+                return bad
             return ast.Value("dims", parts, text, span)
         if _FLOAT.fullmatch(text):
             value = float(text)
             if value != value or value in (float("inf"), float("-inf")):
                 self._error(span, "too-large", f"the number {text} is too large to be real")
-                value = 0.0
+                return bad
             return ast.Value("float", value, text, span)
         hint = "write sizes as numbers joined by `x`, like 3x3 or 28x28x1"
         if "X" in text or "*" in text:
             hint += " (a lower-case x)"
         self._error(span, "bad-number", f"`{text}` is not a number or a size", hint)
-        return ast.Value("int", 1, text, span)
+        return bad
 
     # statements ------------------------------------------------------------------------------
     @v_args(meta=True)
@@ -242,7 +279,18 @@ def _describe_token(tok: Token) -> str:
     return f"`{tok.value}`"
 
 
-def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnostic:
+def _header_above(lines: list[str], line: int) -> tuple[int, str] | None:
+    """The `block ...:` or `train:` header whose body should start at `line`, if any."""
+    for n in range(min(line, len(lines) + 1) - 1, 0, -1):
+        text = lines[n - 1].split("#", 1)[0].rstrip()
+        if text.strip():
+            return (n, text.strip()) if text.endswith(":") else None
+    return None
+
+
+def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
+                       open_parens: list[Token]) -> tuple[Diagnostic, range]:
+    """The error in words, and the lines to blank out before parsing again (recovery)."""
     lines = source.splitlines() or [""]
     if isinstance(err, UnexpectedCharacters):
         ch = source[err.pos_in_stream] if 0 <= err.pos_in_stream < len(source) else "?"
@@ -253,26 +301,65 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnost
             hint = "cnnc has no brackets: write sizes as 3x3 and list names with spaces"
         elif ch == "-":
             hint = "sizes and counts in cnnc are never negative"
-        return Diagnostic(ERROR, "syntax", f"unexpected character `{shown}`", span, [], hint)
+        elif ch == "=":
+            hint = "options are written key=value, with a name before the `=`"
+        elif ch.isalnum() and not ch.isascii():
+            hint = "names are made of ASCII letters, digits, `_` and `-`"
+        elif ch in "\"'":
+            hint = "a string opens and closes with the same quote on one line"
+        return (Diagnostic(ERROR, "syntax", f"unexpected character `{shown}`", span, [], hint),
+                range(err.line, err.line + 1))
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     expected = set(err.expected) if err.expected else set()
-    if tok.type == "$END" or getattr(tok, "line", None) in (None, -1):
-        line = len(lines)
+    at_end = tok.type == "$END" or getattr(tok, "line", None) in (None, -1)
+    line = len(lines) if at_end else tok.end_line if tok.type in ("_INDENT", "_DEDENT") \
+        else tok.line
+    blank = range(line, line + 1)
+    if open_parens and (at_end or tok.line > open_parens[-1].line):
+        # Newlines inside parentheses continue the line, so an unclosed `(` is only noticed
+        # on some later line: point at the `(` itself.
+        lpar = open_parens[-1]
+        span = Span(file, lpar.line, lpar.column, lpar.line, lpar.column + 1)
+        return (Diagnostic(ERROR, "syntax", "this `(` is never closed", span, [],
+                           "close the argument list with `)` on the same statement"),
+                range(lpar.line, line if not at_end else len(lines) + 1))
+    if at_end:
         col = len(lines[-1]) + 1
-        span = Span(file, line, max(col, 1), line, max(col, 1) + 1)
+        span = Span(file, line, col, line, col + 1)
     elif tok.type in ("_INDENT", "_DEDENT"):
-        line = tok.end_line if tok.type == "_INDENT" else tok.end_line
         indent = len(tok.value) + 1
         span = Span(file, line, indent, line, indent + 1)
     else:
         span = Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
     if tok.type == "_INDENT":
-        return Diagnostic(ERROR, "indent", "unexpected indentation", span, [],
-                          "only the body of a `block` or a `train:` section is indented")
+        return (Diagnostic(ERROR, "indent", "unexpected indentation", span, [],
+                           "only the body of a `block` or a `train:` section is indented"), blank)
+    header = _header_above(lines, len(lines) + 1 if at_end else line)
+    starts_line = at_end or tok.type == "_DEDENT" or \
+        not lines[line - 1][:max(tok.column - 1, 0)].strip()
+    if header and starts_line:
+        hline, htext = header
+        if at_end:  # nothing follows the header: point just after its `:`
+            col = len(lines[hline - 1].split("#", 1)[0].rstrip()) + 1
+            span = Span(file, hline, col, hline, col + 1)
+        return (Diagnostic(ERROR, "indent", f"expected an indented body after `{htext}` "
+                           f"(line {hline})", span, [],
+                           "indent the statements that belong to it, for example by 4 spaces"),
+                range(hline, hline + 1))
     if "_INDENT" in expected:
-        return Diagnostic(ERROR, "indent", "expected an indented body after `:`", span, [],
-                          "indent the statements that belong to the block or section")
+        return (Diagnostic(ERROR, "indent", "expected an indented body after `:`", span, [],
+                           "indent the statements that belong to the block or section"), blank)
+    before = "" if at_end else lines[line - 1][:max(tok.column - 1, 0)].rstrip()
+    if before.endswith("=") and tok.type in ("_NL", "$END", "SEMICOLON", "RPAR", "COMMA") \
+            or at_end and lines[-1].rstrip().endswith("="):
+        before = before or lines[-1].rstrip()
+        key = re.search(r"([A-Za-z_][A-Za-z0-9_-]*)\s*=$", before)
+        what = f"`{key.group(1)}=`" if key else "`=`"
+        eq = len(before)
+        span = Span(file, line, eq, line, eq + 1)
+        return (Diagnostic(ERROR, "syntax", f"{what} has no value", span, [],
+                           "write the value right after the `=`, like `stride=2`"), blank)
     message = f"expected {_describe_expected(expected)}, found {_describe_token(tok)}"
     hint = None
     if tok.type == "NUMBER" and "NAME" in expected and len(expected) <= 3:
@@ -280,24 +367,27 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnost
     elif tok.type == "COLON":
         hint = "only `block NAME(...)` and `train` take a `:` and an indented body"
     elif tok.type == "EQUAL":
-        hint = "options are written key=value with no spaces around the `=` being needed, " \
-               "but the key must be a name"
-    return Diagnostic(ERROR, "syntax", message, span, [], hint)
+        hint = "options are written key=value, with a name before the `=`"
+    elif tok.type == "RPAR":
+        hint = "this `)` closes no `(`"
+    return Diagnostic(ERROR, "syntax", message, span, [], hint), blank
 
 
-def _blank_line(source: str, line: int) -> str:
-    lines = source.split("\n")
-    if 1 <= line <= len(lines):
-        lines[line - 1] = ""
-    return "\n".join(lines)
+def _blank_lines(source: str, lines: range) -> str:
+    out = source.split("\n")
+    for n in lines:
+        if 1 <= n <= len(out):
+            out[n - 1] = ""
+    return "\n".join(out)
 
 
 def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnostic]]:
-    """Parse a program. Syntax errors are collected (one per line, recovering by skipping it)."""
+    """Parse a program. Syntax errors are collected, recovering by blanking the faulty lines
+    and parsing again; value errors (a malformed number) leave a tree, with an `error` value."""
     program = ast.Program(file=file, source=text)
     diagnostics: list[Diagnostic] = []
     source = text if text.endswith("\n") else text + "\n"
-    seen_lines: set[int] = set()
+    blanked: set[int] = set()
     while True:
         try:
             tree = _lark().parse(source)
@@ -305,22 +395,28 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
         except _IndentError as e:
             t = e.token
             d = Diagnostic(ERROR, "indent", e.message, Span(file, t.line, 1, t.line,
-                                                              t.end_column), [])
+                                                              t.end_column), [],
+                           "indent every line of a body by the same amount")
+            lines = range(t.line, t.line + 1)
         except UnexpectedInput as e:
-            d = _syntax_diagnostic(e, file, source)
+            d, lines = _syntax_diagnostic(e, file, source, list(_lark().options.postlex.open_parens))
         except (LarkError, RecursionError) as e:  # pragma: no cover - defensive
             d = Diagnostic(ERROR, "syntax", f"could not parse this program ({type(e).__name__})",
                            Span.unknown(file), [])
+            lines = range(0)
+        if d.span.line in blanked or set(lines) <= blanked:
+            # An error on a line already blanked is a consequence of the first one: stop here.
+            return program, diagnostics or [d]
         diagnostics.append(d)
-        line = d.span.line
-        if line in seen_lines or len(diagnostics) >= MAX_SYNTAX_ERRORS or len(source) > 1 << 20:
+        if len(diagnostics) >= MAX_SYNTAX_ERRORS or len(source) > 1 << 20:
             return program, diagnostics
-        seen_lines.add(line)
-        source = _blank_line(source, line)
+        blanked.update(lines)
+        source = _blank_lines(source, lines)
     if diagnostics:
         return program, diagnostics
     try:
         program.items = _ToAst(file, diagnostics).transform(tree)
+        program.parsed = True
     except RecursionError:
         diagnostics.append(Diagnostic(ERROR, "syntax", "this program is nested too deeply",
                                       Span.unknown(file), []))
