@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        sys.exit(EXIT_USAGE)
     try:
         code = args.func(args)
     except KeyboardInterrupt:

@@ -68,7 +68,8 @@ CODES = {
     "syntax": "the text is not a well-formed cnnc program",
     "indent": "a block body is indented inconsistently",
     "bad-number": "a number or size is malformed",
-    "too-large": "a number is too large to be a real size",
+    "too-large": "a number, a tensor or a program too large to be real",
+    "too-many-errors": "the checker stopped after many errors",
     "unknown-op": "a statement names no known layer, block or command",
     "unknown-option": "an option the layer does not take",
     "bad-value": "an argument or option has a value of the wrong type or range",
@@ -90,6 +91,7 @@ CODES = {
     "data": "a data set is missing, corrupt, or does not fit the model",
     "weights": "a weights file is missing, corrupt, or does not fit the model",
     "backend": "a backend cannot run this model",
+    "diverged": "training stopped because the loss became NaN or infinite",
     "usage": "the command line is malformed",
     "io": "a file could not be read or written",
 }

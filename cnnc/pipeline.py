@@ -108,10 +108,11 @@ def compile_text(text: str, file: str = "<input>") -> Model:
     from .syntax.parser import parse
     from .train.config import parse_sections
 
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write
     model = Model(file=file, source=text)
     program, diagnostics = parse(text, file)
     model.diagnostics.extend(diagnostics)
-    if diagnostics:
+    if not program.parsed:
         return model
     built = build(program)
     model.graph = built.graph
@@ -120,9 +121,6 @@ def compile_text(text: str, file: str = "<input>") -> Model:
     model.diagnostics.extend(section_diags)
     if built.graph.input is not None:
         model.diagnostics.extend(infer(built.graph))
-        if built.graph.output is not None and built.graph[built.graph.output].shape is None \
-                and model.ok:  # pragma: no cover - infer reports why
-            pass
     model.diagnostics.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
     return model
 

@@ -126,6 +126,14 @@ class Session(ABC):
     def set_lr(self, lr: float) -> None:  # pragma: no cover - optional
         raise NotImplementedError
 
+    # -- optional hooks the training engine uses when a backend has them ---------------------
+    # rank: int = 0, world_size: int = 1     this process's place in a distributed run
+    # all_reduce_sum(values: list[float]) -> list[float]   sums across ranks (default: identity)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch (1-based). A backend whose training draws random numbers
+        (dropout) reseeds them here from (seed, epoch), so a resumed run repeats them exactly."""
+
 
 def images_for(model, x: np.ndarray) -> np.ndarray:
     """Data as the model's input wants it: NHWC images, or flattened (H*W*C) for a flat input."""

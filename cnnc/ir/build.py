@@ -22,7 +22,10 @@ from .graph import Layer, LayerGraph
 
 MAX_BLOCK_DEPTH = 64
 MAX_REPEAT = 10_000
-MAX_LAYERS = 1_000_000
+# Statements run plus layers made, blocks and repeats expanded: past this the model is not a
+# real one (ResNet-152 is some 500 layers), and building on would only take minutes.
+MAX_STEPS = 50_000
+MAX_ERRORS = 100  # then stop, as compilers do: the rest are likely consequences
 _REPEAT = re.compile(r"x([0-9]+)")
 MERGES = ("add", "concat")
 KEYWORDS = ("from", "here", "block", "train", "input", *MERGES)
@@ -30,6 +33,11 @@ KEYWORDS = ("from", "here", "block", "train", "input", *MERGES)
 
 class _Skip(Exception):
     """A statement failed; its diagnostic is recorded. Carry on with the next one."""
+
+
+class _Abort(Exception):
+    """The model expands past MAX_STEPS, or MAX_ERRORS were reported (the diagnostic says
+    which). Stop building."""
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Scope:
     current: str | None = None
     counters: dict = field(default_factory=dict)
     context: tuple[str, ...] = ()
+    call_line: int | None = None  # inside a block: the line of the top-level call
     blocks_active: tuple[str, ...] = ()
 
 
@@ -60,14 +69,29 @@ class Builder:
         self.blocks: dict[str, ast.BlockDef] = {}
         self.sections: list[ast.Section] = []
         self.input_layer: Layer | None = None
-        self.reported_missing_input = False
-        self.layer_count = 0
+        # True once an `input` statement was written (even a faulty one) or its absence was
+        # reported: later layers then skip quietly instead of each saying "no input".
+        self.quiet_about_input = False
+        self.steps = 0
+        self.errors = 0
+        self.reported: set = set()  # (code, span, message) of every diagnostic given
 
     # -- diagnostics ---------------------------------------------------------------------------
     def error(self, span: Span, code: str, message: str, *, notes=(), hint=None,
               scope: Scope | None = None, severity=ERROR):
+        key = (code, span, message)
+        if key in self.reported:
+            return  # one diagnostic per place: a faulty block called ten times says it once
+        self.reported.add(key)
         notes = list(notes) + (list(scope.context) if scope else [])
         self.diagnostics.append(Diagnostic(severity, code, message, span, notes, hint))
+        if severity == ERROR and code != "too-many-errors":
+            self.errors += 1
+            if self.errors >= MAX_ERRORS:
+                self.diagnostics.append(Diagnostic(
+                    ERROR, "too-many-errors", f"{MAX_ERRORS} errors: stopping here", span, [],
+                    "fix these first; later ones are often their consequences"))
+                raise _Abort
 
     def text_of(self, span: Span) -> str:
         """The source text a span covers (first line only), for notes like "`pool 2` at line 5"."""
@@ -80,18 +104,24 @@ class Builder:
     # -- the walk ------------------------------------------------------------------------------
     def build(self) -> BuildResult:
         top = Scope(prefix="")
-        for item in self.program.items:
-            if isinstance(item, ast.BlockDef):
-                self.define_block(item)
-            elif isinstance(item, ast.Section):
-                self.sections.append(item)
-        for item in self.program.items:
-            if isinstance(item, (ast.Call, ast.Assign)):
-                self.statement(item, top)
-        if self.input_layer is None and not self.reported_missing_input:
-            span = Span(self.file, 1, 1, 1, 1)
-            self.error(span, "input-missing", "the program has no `input` statement",
-                       hint="start the model with its input size, like `input 28x28x1`")
+        try:
+            for item in self.program.items:
+                if isinstance(item, ast.BlockDef):
+                    self.define_block(item)
+                elif isinstance(item, ast.Section):
+                    # Settings holding a malformed number were reported by the parser: drop them.
+                    body = tuple(b for b in item.body
+                                 if not (isinstance(b, ast.Call) and b.has_error_value))
+                    self.sections.append(ast.Section(item.name, item.name_span, body, item.span))
+            for item in self.program.items:
+                if isinstance(item, (ast.Call, ast.Assign)):
+                    self.statement(item, top)
+            if self.input_layer is None and not self.quiet_about_input:
+                span = Span(self.file, 1, 1, 1, 1)
+                self.error(span, "input-missing", "the program has no `input` statement",
+                           hint="start the model with its input size, like `input 28x28x1`")
+        except _Abort:
+            pass
         self.graph.input = self.input_layer.name if self.input_layer else None
         self.graph.output = top.current
         if not any(d.severity == ERROR for d in self.diagnostics):
@@ -99,7 +129,7 @@ class Builder:
                 self.error(layer.span, "unused", f"`{layer.text}` does not reach the model's "
                            "output and is left out", severity=WARNING,
                            hint="merge it with `add` or `concat`, or remove it")
-        return BuildResult(self.graph, _dedupe(self.diagnostics), self.sections)
+        return BuildResult(self.graph, self.diagnostics, self.sections)
 
     def define_block(self, block: ast.BlockDef) -> None:
         if block.name in self.blocks:
@@ -117,49 +147,70 @@ class Builder:
             if p.name in seen:
                 self.error(p.span, "duplicate-name", f"parameter `{p.name}` appears twice")
             seen.add(p.name)
+        for item in block.body:
+            if isinstance(item, ast.BlockDef):
+                self.error(item.span, "syntax", "blocks are defined at the top level, not "
+                           f"inside another block (`{item.name}` is inside `{block.name}`)")
+            elif isinstance(item, ast.Section):
+                self.error(item.name_span, "syntax", f"a `{item.name}:` section belongs at the "
+                           f"top level, not inside block `{block.name}`")
         self.blocks[block.name] = block
 
+    def step(self, span: Span, scope: Scope) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            self.error(span, "too-large", f"the model expands to more than {MAX_STEPS:,} "
+                       "layers and statements", scope=scope,
+                       hint="check the repeat counts (`xN`) of blocks that call blocks")
+            raise _Abort
+
     def statement(self, stmt, scope: Scope) -> None:
+        self.step(stmt.span, scope)
         try:
             if isinstance(stmt, ast.Assign):
                 self.assign(stmt, scope)
             elif isinstance(stmt, ast.Call):
                 self.call(stmt, scope)
-            elif isinstance(stmt, ast.BlockDef):
-                self.error(stmt.span, "syntax", "blocks are defined at the top level, not inside "
-                           "another block", scope=scope)
-            elif isinstance(stmt, ast.Section):
-                self.error(stmt.name_span, "syntax", f"a `{stmt.name}:` section belongs at the "
-                           "top level", scope=scope)
+            # a block or section nested in a block body was reported by define_block
         except _Skip:
             pass
 
     def assign(self, stmt: ast.Assign, scope: Scope) -> None:
         call = stmt.call
+        name_ok = self.check_name(stmt.target, stmt.target_span, scope)
         if call.head == "here" and not call.args and not call.options:
             if scope.current is None:
                 self.error(call.span, "unknown-name", "`here` has no tensor yet: nothing has "
                            "been computed before this line", scope=scope)
                 raise _Skip
-            self.define(stmt.target, stmt.target_span, scope.current, scope)
+            if name_ok:
+                scope.names[stmt.target] = (scope.current, stmt.target_span)
             return
-        result = self.call(call, scope, name=stmt.target)
-        if result is not None:
-            self.define(stmt.target, stmt.target_span, result, scope)
+        # A bad name is reported, and the layer still built (unnamed), so later lines check.
+        result = self.call(call, scope, name=stmt.target if name_ok else None)
+        if result is not None and name_ok:
+            scope.names[stmt.target] = (result, stmt.target_span)
 
-    def define(self, name: str, span: Span, layer_name: str, scope: Scope) -> None:
+    def check_name(self, name: str, span: Span, scope: Scope) -> bool:
+        """Whether `name` may name a new tensor here; if not, say why."""
         if name in KEYWORDS or name in scope.params:
             what = "a block parameter" if name in scope.params else "a keyword"
             self.error(span, "duplicate-name", f"`{name}` is {what} and cannot name a tensor",
-                       scope=scope)
-            return
+                       scope=scope, hint=f"choose another name, like `{name}_1`")
+            return False
         if name in scope.names:
             first = scope.names[name][1]
             self.error(span, "duplicate-name", f"the name `{name}` is already defined",
                        notes=[f"first defined at line {first.line}"], scope=scope,
                        hint="give this tensor another name")
-            return
-        scope.names[name] = (layer_name, span)
+            return False
+        if scope.prefix + name in self.graph:
+            taken = self.graph[scope.prefix + name]
+            self.error(span, "duplicate-name", f"the name `{name}` is already taken by the "
+                       f"layer `{taken.text}` at line {taken.span.line}", scope=scope,
+                       hint="give this tensor another name")
+            return False
+        return True
 
     def resolve(self, value: ast.Value, scope: Scope) -> str:
         """The layer a tensor name refers to."""
@@ -177,10 +228,14 @@ class Builder:
             return self.input_layer.name
         if value.value in scope.names:
             return scope.names[value.value][0]
-        hint = did_you_mean(value.value, list(scope.names) + ["here"])
+        hint = did_you_mean(value.value, list(scope.names))
         notes = []
         if scope.prefix and value.value not in scope.names:
             notes.append("a block sees only its parameters and the names it defines itself")
+        if scope.names and hint is None:
+            notes.append("the tensors named so far: "
+                         + ", ".join(f"`{n}`" for n in list(scope.names)[:10])
+                         + (", ..." if len(scope.names) > 10 else ""))
         self.error(value.span, "unknown-name", f"no tensor is named `{value.value}`",
                    hint=hint or "name a tensor first, like `skip = here` or `c1 = conv 32 3x3`",
                    notes=notes, scope=scope)
@@ -204,6 +259,10 @@ class Builder:
     def call(self, call: ast.Call, scope: Scope, name: str | None = None) -> str | None:
         call = self.substitute(call, scope)
         head = call.head
+        if head == "input":
+            self.quiet_about_input = True
+        if call.has_error_value:
+            raise _Skip  # the parser has reported the malformed number
         if head == "from":
             if len(call.args) != 1 or call.options:
                 self.error(call.span, "bad-value", "`from` takes one tensor name, like "
@@ -259,15 +318,15 @@ class Builder:
         elif head == "block":
             hint = "a block definition ends its header with `:`, like `block basic(c):`"
         self.error(call.head_span, "unknown-op", f"unknown layer `{head}`", hint=hint,
-                   scope=scope)
+                   notes=ops.plugin_errors(), scope=scope)
         raise _Skip
 
     def need_current(self, call: ast.Call, scope: Scope) -> str:
         if scope.current is not None:
             return scope.current
         if self.input_layer is None:
-            if not self.reported_missing_input:
-                self.reported_missing_input = True
+            if not self.quiet_about_input:
+                self.quiet_about_input = True
                 self.error(call.span, "input-missing", "this layer comes before any `input` "
                            "statement", hint="start the model with its input size, like "
                            "`input 28x28x1`", scope=scope)
@@ -277,12 +336,7 @@ class Builder:
 
     def layer_name(self, op: str, name: str | None, scope: Scope) -> str:
         if name is not None:
-            full = scope.prefix + name
-            if full in self.graph:
-                self.error(Span.unknown(self.file), "duplicate-name", f"two layers are named "
-                           f"`{full}`", scope=scope)
-                raise _Skip
-            return full
+            return scope.prefix + name  # check_name made sure it is free
         n = scope.counters.get(op, 0)
         while True:
             n += 1
@@ -291,17 +345,14 @@ class Builder:
                 scope.counters[op] = n
                 return full
 
-    def add_layer(self, layer: Layer) -> str:
-        self.layer_count += 1
-        if self.layer_count > MAX_LAYERS:
-            self.error(layer.span, "too-large", f"the model has more than {MAX_LAYERS:,} layers")
-            raise _Skip
+    def add_layer(self, layer: Layer, scope: Scope) -> str:
+        self.step(layer.span, scope)
         self.graph.add(layer)
         return layer.name
 
-    def bind_args(self, schema, call: ast.Call, scope: Scope) -> dict:
+    def bind_args(self, schema, call: ast.Call, scope: Scope, spans: dict | None = None) -> dict:
         attrs, problems = bind(call.head, schema.positional, schema.options, call.args,
-                               call.options)
+                               call.options, spans)
         for span, code, message, hint in problems:
             self.error(span or call.span, code, message, hint=hint, scope=scope)
         if problems:
@@ -318,24 +369,27 @@ class Builder:
                        notes=[f"the first `input` is at line {self.input_layer.span.line}"],
                        hint="a model has one input; name tensors to branch instead")
             raise _Skip
-        attrs = self.bind_args(schema, call, scope)
+        spans: dict = {}
+        attrs = self.bind_args(schema, call, scope, spans)
         layer = Layer(name=name or "input", op="input", attrs=attrs, inputs=[], span=call.span,
-                      text=self.text_of(call.span))
+                      text=self.text_of(call.span), arg_spans=spans)
         self.input_layer = layer
-        scope.current = self.add_layer(layer)
+        scope.current = self.add_layer(layer, scope)
         if name is None:
             scope.names["input"] = (layer.name, call.span)
         return scope.current
 
     def make_layer(self, call, scope, schema, alias_attrs, name) -> str:
         src = self.need_current(call, scope)
-        attrs = self.bind_args(schema, call, scope)
+        spans: dict = {}
+        attrs = self.bind_args(schema, call, scope, spans)
         attrs.update(schema.fixed)
         attrs.update(alias_attrs)
         layer = Layer(name=self.layer_name(schema.name, name, scope), op=schema.name,
                       attrs=attrs, inputs=[src], span=call.span, text=self.text_of(call.span),
-                      context=scope.context)
-        scope.current = self.add_layer(layer)
+                      context=scope.context, arg_spans=spans,
+                      top_line=scope.call_line or call.span.line)
+        scope.current = self.add_layer(layer, scope)
         return scope.current
 
     def merge(self, call: ast.Call, scope: Scope, name: str | None) -> str:
@@ -358,9 +412,9 @@ class Builder:
         labels = {src: f"`{v.value}`" for src, v in zip(operands[-len(call.args):], call.args)}
         layer = Layer(name=self.layer_name(call.head, name, scope), op=call.head, attrs={},
                       inputs=operands, span=call.span, text=self.text_of(call.span),
-                      context=scope.context,
+                      context=scope.context, top_line=scope.call_line or call.span.line,
                       input_labels=[labels.get(src, "the current tensor") for src in operands])
-        scope.current = self.add_layer(layer)
+        scope.current = self.add_layer(layer, scope)
         return scope.current
 
     def expand(self, block: ast.BlockDef, call: ast.Call, scope: Scope,
@@ -381,7 +435,8 @@ class Builder:
         inner = Scope(prefix=f"{scope.prefix}{instance}.", params=params, current=src,
                       context=(f"in block `{block.name}` called at line {call.span.line}",
                                *scope.context),
-                      blocks_active=(*scope.blocks_active, block.name))
+                      blocks_active=(*scope.blocks_active, block.name),
+                      call_line=scope.call_line or call.span.line)
         # The instance name is taken by its layers' prefix; keep a counter so the next is _2.
         for item in block.body:
             self.statement(item, inner)
@@ -429,18 +484,6 @@ class Builder:
         if not ok:
             raise _Skip
         return bound
-
-
-def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """One diagnostic per (code, place, message): a faulty block called ten times says it once."""
-    seen = set()
-    out = []
-    for d in diagnostics:
-        key = (d.code, d.span, d.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
 
 
 def build(program: ast.Program) -> BuildResult:

@@ -18,7 +18,9 @@ class Layer:
     span: Span  # the statement that made this layer
     text: str  # that statement, as written
     context: tuple[str, ...] = ()  # "in block `basic` called at line 12", innermost first
+    top_line: int | None = None  # the top-level statement's line: a block call's, inside one
     input_labels: list[str] = field(default_factory=list)  # merges: how each input was named
+    arg_spans: dict = field(default_factory=dict)  # attr name -> span of the word that set it
     # Filled by shape inference:
     shape: tuple | None = None  # (H, W, C), or (N,) once flat
     params: dict = field(default_factory=dict)  # trainable: name -> shape (PyTorch layout)

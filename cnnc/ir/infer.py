@@ -23,6 +23,29 @@ def _input_note(graph: LayerGraph, layer: Layer, src: str, label: str) -> str:
             f"line {producer.span.line}{where}")
 
 
+def _shrink_note(graph: LayerGraph, layer: Layer) -> list[str]:
+    """How the image got this small: "5x5 (line 2) -> 3x3 (line 3) -> 1x1 (line 4)", one step
+    per top-level statement (a block call counts as one), following each layer's first input."""
+    steps: list[list] = []  # [(h, w), line], latest first
+    name = layer.inputs[0] if layer.inputs else None
+    while name is not None and len(steps) < 1000:
+        producer = graph[name]
+        if producer.shape is None or len(producer.shape) != 3:
+            break
+        line = producer.top_line or producer.span.line
+        if not steps or steps[-1][1] != line:
+            steps.append([producer.shape[:2], line])
+        name = producer.inputs[0] if producer.inputs else None
+    steps.reverse()
+    shrinking = [s for i, s in enumerate(steps) if i == 0 or s[0] != steps[i - 1][0]]
+    if len(shrinking) < 3:
+        return []
+    shown = [f"{h}x{w} (line {line})" for (h, w), line in shrinking]
+    if len(shown) > 8:
+        shown = shown[:3] + ["..."] + shown[-4:]
+    return ["the image shrinks " + " -> ".join(shown)]
+
+
 def infer(graph: LayerGraph) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     # receptive field bookkeeping per layer: (rf, jump), None once flat
@@ -52,8 +75,11 @@ def infer(graph: LayerGraph) -> list[Diagnostic]:
                 labels = layer.input_labels or [f"input {i + 1}" for i in range(len(layer.inputs))]
                 for src, label in zip(layer.inputs, labels):
                     notes.append(_input_note(graph, layer, src, label))
+            if e.code == "kernel-too-large":
+                notes.extend(_shrink_note(graph, layer))
             notes.extend(layer.context)
-            diagnostics.append(Diagnostic(ERROR, e.code, e.message, layer.span, notes, e.hint))
+            span = layer.arg_spans.get(e.arg, layer.span) if e.arg else layer.span
+            diagnostics.append(Diagnostic(ERROR, e.code, e.message, span, notes, e.hint))
             continue
         layer.shape = shape
         layer.params = schema.params(layer.attrs, in_shapes)
@@ -88,9 +114,12 @@ def _activation_warnings(graph: LayerGraph) -> list[Diagnostic]:
     for layer in graph.layers():
         act = layer.activation
         if act in ("softmax", "sigmoid") and layer.name != graph.output and layer.shape:
+            after = [graph[n] for n in graph.consumers(layer.name)]
+            what = f"`{after[0].text}` (line {after[0].span.line}) follows it" if after \
+                else "more layers follow it"
             out.append(Diagnostic(
                 WARNING, "activation-not-last",
-                f"{act} is usually the last layer, but this one is followed by more layers",
+                f"{act} is usually the last layer, but {what}",
                 layer.span, list(layer.context),
                 f"{act} squashes its input; losses apply it at the output"))
     return out

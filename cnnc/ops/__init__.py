@@ -21,14 +21,17 @@ ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu
 
 
 class ShapeError(Exception):
-    """Raised by a shape rule; the checker turns it into a diagnostic at the layer's statement."""
+    """Raised by a shape rule; the checker turns it into a diagnostic at the layer's statement,
+    or at the argument named by `arg` (e.g. "kernel", "groups") where the statement wrote one."""
 
-    def __init__(self, message: str, *, hint: str | None = None, notes=(), code: str = "shape"):
+    def __init__(self, message: str, *, hint: str | None = None, notes=(), code: str = "shape",
+                 arg: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.notes = list(notes)
         self.code = code
+        self.arg = arg
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,12 @@ def _load_builtins() -> None:
     from . import activation, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
 
 
+_plugin_errors: list[str] = []  # "plugin `name` (module:attr): what went wrong"
+
+
 def _load_plugins() -> None:
+    """Import the `cnnc.ops` entry points. A plugin that fails to load is noted, not fatal:
+    its ops are then unknown, and the unknown-layer diagnostic says why (plugin_errors())."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -120,18 +128,28 @@ def _load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()  # a module registers itself on import; a callable returns schemas
-        if isinstance(obj, OpSchema):
-            made = [obj]
-        elif callable(obj):
-            made = obj()
-            if isinstance(made, OpSchema):
-                made = [made]
-        else:
-            made = []
-        for schema in made or ():
-            if isinstance(schema, OpSchema) and schema.name not in _REGISTRY:
-                register(schema)
+        try:
+            obj = ep.load()  # a module registers itself on import; a callable returns schemas
+            if isinstance(obj, OpSchema):
+                made = [obj]
+            elif callable(obj):
+                made = obj()
+                if isinstance(made, OpSchema):
+                    made = [made]
+            else:
+                made = []
+            for schema in made or ():
+                if isinstance(schema, OpSchema) and schema.name not in _REGISTRY:
+                    register(schema)
+        except Exception as e:  # a broken plugin must not break the compiler
+            _plugin_errors.append(f"the op plugin `{ep.name}` ({ep.value}) failed to load: "
+                                  f"{type(e).__name__}: {e}")
+
+
+def plugin_errors() -> list[str]:
+    """Why op plugins failed to load, one line each (empty when all loaded)."""
+    _load_plugins()
+    return list(_plugin_errors)
 
 
 def lookup(name: str) -> tuple[OpSchema, dict] | None:

@@ -28,7 +28,23 @@ def size_text(hw: tuple[int, int]) -> str:
     return f"{hw[0]}x{hw[1]}"
 
 
-def check_window(op: str, shape, kernel, dilation, pads) -> None:
+def pad_text(pad) -> str:
+    """A pad attribute as written: same, valid, P, PHxPW or TxBxLxR.
+
+    >>> pad_text("same"), pad_text((1, 1, 1, 1)), pad_text((1, 1, 2, 2)), pad_text((0, 1, 0, 1))
+    ('same', '1', '1x2', '0x1x0x1')
+    """
+    if isinstance(pad, str):
+        return pad
+    top, bottom, left, right = pad
+    if top == bottom == left == right:
+        return str(top)
+    if top == bottom and left == right:
+        return f"{top}x{left}"
+    return "x".join(map(str, pad))
+
+
+def check_window(op: str, shape, kernel, dilation, pads, arg: str = "kernel") -> None:
     """A window larger than its padded input leaves no output: say so with the numbers."""
     h, w = shape[0], shape[1]
     eh, ew = effective_kernel(kernel[0], dilation[0]), effective_kernel(kernel[1], dilation[1])
@@ -40,5 +56,5 @@ def check_window(op: str, shape, kernel, dilation, pads) -> None:
         padded = "" if pads == (0, 0, 0, 0) else f" (padded: {ph}x{pw})"
         raise ShapeError(
             f"the {what} window of `{op}` is larger than its input {fmt_shape(shape)}{padded}",
-            code="kernel-too-large",
+            code="kernel-too-large", arg=arg,
             hint="use a smaller kernel, pad=same, or remove a pooling layer before this one")

@@ -26,15 +26,17 @@ _BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "o
 def _positive(arg: Arg, value, text: str):
     """Range checks for a number or every component of a size."""
     values = value if isinstance(value, tuple) else (value,)
+    what = f"each part of {arg.name}" if "x" in text else arg.name
     for v in values:
+        if arg.max_exclusive is not None and (arg.min is not None and v < arg.min
+                                              or v >= arg.max_exclusive):
+            lo = f"{arg.min:g}" if arg.min is not None else "-inf"
+            raise ArgError(f"{what} must be in [{lo}, {arg.max_exclusive:g}), but got `{text}`")
         if arg.min is not None and v < arg.min:
             if arg.min == 1:
-                raise ArgError(f"{arg.name} must be at least 1, but got `{text}`",
+                raise ArgError(f"{what} must be at least 1, but got `{text}`",
                                hint="sizes and counts are whole numbers from 1 up")
-            raise ArgError(f"{arg.name} must be at least {arg.min:g}, but got `{text}`")
-        if arg.max_exclusive is not None and v >= arg.max_exclusive:
-            lo = f"{arg.min:g}" if arg.min is not None else "-inf"
-            raise ArgError(f"{arg.name} must be in [{lo}, {arg.max_exclusive:g}), but got `{text}`")
+            raise ArgError(f"{what} must be at least {arg.min:g}, but got `{text}`")
     return value
 
 
@@ -100,37 +102,74 @@ def _fits(arg: Arg, v: Value) -> bool:
         return False
 
 
+def _prefix(what: str, arg: Arg) -> str:
+    """`conv`: before a message about one of its arguments (not for `epochs 0`'s own value)."""
+    return "" if arg.name == what else f"`{what}`: "
+
+
+def _extra_positional(what: str, positional, options, written: dict, v: Value,
+                      following: Value | None) -> tuple:
+    """The problem with a positional value no declared argument takes, in the most useful words."""
+    if v.kind == "name" and any(a.name == v.value for a in options):
+        example = following.text if following is not None and following.kind != "name" else "2"
+        return (v.span, "bad-value", f"`{v.value}` is an option of `{what}`: it needs a value "
+                f"after `=`", f"write it like `{v.value}={example}`")
+    enums = [a for a in positional if a.type == "enum"]
+    again = next((a for a in enums if a.name in written and _fits(a, v)), None)
+    if again is not None:
+        return (v.span, "bad-value", f"`{what}` takes one {again.name}, but `{v.text}` comes "
+                f"after `{written[again.name].text}`", "remove one of them")
+    unfilled = next((a for a in enums if a.name not in written), None)
+    if unfilled is not None and v.kind == "name":
+        try:
+            coerce(unfilled, v)
+        except ArgError as e:
+            return (v.span, e.code, _prefix(what, unfilled) + e.message, e.hint)
+    takes = ", ".join(a.name for a in positional) or "no positional arguments"
+    return (v.span, "bad-value", f"`{what}` does not take {v.describe()} here (it takes "
+            f"{takes})", None)
+
+
 def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
-         args: tuple[Value, ...], opts: tuple[Option, ...]):
+         args: tuple[Value, ...], opts: tuple[Option, ...], spans: dict | None = None):
     """Match written arguments to declared ones. Returns (attrs, problems).
 
     Positional values fill the declared positional arguments in order; an optional argument
     whose type does not fit the value is skipped (so `pool 2` skips the kind and fills the size).
+    When `spans` is a dict, it receives each bound argument's source span (for shape errors
+    that point at the argument responsible).
     """
     attrs: dict = {}
+    written: dict[str, Value] = {}
     problems: list[tuple] = []  # (span, code, message, hint)
+    order = ", ".join(a.name for a in positional)
     i = 0
-    for v in args:
+    skip_next = False
+    for n, v in enumerate(args):
+        if skip_next:
+            skip_next = False
+            continue
         while i < len(positional) and not positional[i].required and not _fits(positional[i], v):
             i += 1
         if i >= len(positional):
-            takes = ", ".join(a.name for a in positional) or "no positional arguments"
-            hint = None
-            if v.kind == "name":
-                choices = [c for a in positional if a.type == "enum" for c in a.choices]
-                hint = did_you_mean(v.value, choices + [a.name for a in options])
-                if hint and any(a.name == v.value.split("=")[0] for a in options):
-                    hint = None
-            problems.append((v.span, "bad-value",
-                             f"`{what}` does not take {v.describe()} here (it takes {takes})",
-                             hint))
+            following = args[n + 1] if n + 1 < len(args) else None
+            problems.append(_extra_positional(what, positional, options, written, v, following))
+            if v.kind == "name" and any(a.name == v.value for a in options) \
+                    and n + 1 < len(args) and args[n + 1].kind != "name":
+                skip_next = True  # `stride 2`: the 2 belongs to the misspelt option
             continue
         arg = positional[i]
         try:
             attrs[arg.name] = coerce(arg, v)
         except ArgError as e:
-            problems.append((v.span, e.code, f"`{what}`: {e.message}", e.hint))
+            hint = e.hint
+            if hint is None and len(positional) > 1 and any(_fits(a, v) for a in positional):
+                hint = f"`{what}` takes its arguments in the order: {order}"
+            problems.append((v.span, e.code, _prefix(what, arg) + e.message, hint))
             attrs[arg.name] = None
+        written[arg.name] = v
+        if spans is not None:
+            spans[arg.name] = v.span
         i += 1
     by_name = {a.name: a for a in options}
     for o in opts:
@@ -145,13 +184,18 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
                              f"`{what}` has no option `{o.key}`", hint))
             continue
         if o.key in attrs and attrs[o.key] is not None:
-            problems.append((o.span, "bad-value", f"`{what}`: {o.key} is given twice", None))
+            first = f" (first as `{written[o.key].text}`)" if o.key in written else ""
+            problems.append((o.span, "bad-value",
+                             f"`{what}`: {o.key} is given twice{first}", "remove one of them"))
             continue
         try:
             attrs[o.key] = coerce(arg, o.value)
         except ArgError as e:
-            problems.append((o.value.span, e.code, f"`{what}`: {e.message}", e.hint))
+            problems.append((o.value.span, e.code, _prefix(what, arg) + e.message, e.hint))
             attrs[o.key] = None
+        written[o.key] = o.value
+        if spans is not None:
+            spans[o.key] = o.span
     for arg in (*positional, *options):
         if arg.name not in attrs:
             if arg.required:

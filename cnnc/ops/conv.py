@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+from math import isqrt
+
 from . import Arg, OpSchema, ShapeError, register
 from ._common import (ACTIVATION_ARG, BIAS, DILATION, STRIDE, act_suffix, check_window,
-                      need_image, size_text)
+                      need_image, pad_text, size_text)
 from .shapes import effective_kernel, resolve_pads, window_out
 
 PAD = Arg("pad", "pad", "valid", min=0,
@@ -26,15 +28,23 @@ def _groups(attrs: dict, cin: int) -> int:
     return cin if attrs.get("depthwise") else attrs["groups"]
 
 
+def _divisors(n: int) -> str:
+    """The divisors of a channel count, for a hint: "1, 2, 4, 8"."""
+    found = sorted({d for i in range(1, isqrt(n) + 1) if n % i == 0 for d in (i, n // i)})
+    return ", ".join(map(str, found[:12])) + (", ..." if len(found) > 12 else "")
+
+
 def infer_conv(attrs: dict, in_shapes: list[tuple]) -> tuple:
     h, w, cin = need_image("dwconv" if attrs.get("depthwise") else "conv", in_shapes[0])
     groups = _groups(attrs, cin)
     cout = _out_channels(attrs, cin)
     if cin % groups:
         raise ShapeError(f"groups={groups} does not divide the input's {cin} channels",
-                         code="groups", hint=f"choose groups among the divisors of {cin}")
+                         code="groups", arg="groups",
+                         hint=f"choose groups among the divisors of {cin}: {_divisors(cin)}")
     if cout % groups:
         raise ShapeError(f"groups={groups} does not divide the {cout} filters", code="groups",
+                         arg="groups",
                          hint=f"choose a filter count that is a multiple of {groups}")
     kh, kw = attrs["kernel"]
     sh, sw = attrs["stride"]
@@ -74,9 +84,8 @@ def _describe(attrs: dict) -> str:
              size_text(attrs["kernel"])]
     if attrs["stride"] != (1, 1):
         parts.append(f"stride={size_text(attrs['stride'])}")
-    pad = attrs["pad"]
-    if pad != "valid":
-        parts.append(f"pad={pad if isinstance(pad, str) else 'x'.join(map(str, pad))}")
+    if attrs["pad"] != "valid":
+        parts.append(f"pad={pad_text(attrs['pad'])}")
     if attrs["dilation"] != (1, 1):
         parts.append(f"dilation={size_text(attrs['dilation'])}")
     if not attrs.get("depthwise") and attrs["groups"] != 1:

@@ -11,7 +11,7 @@ def infer_input(attrs: dict, in_shapes: list[tuple]) -> tuple:
         dims = (*dims, 1)
     if len(dims) > 3:
         raise ShapeError(f"`input` takes HxWxC, HxW or N, but got {len(dims)} dimensions",
-                         code="bad-value")
+                         code="bad-value", arg="shape", hint="write the input like 28x28x1")
     return tuple(dims)
 
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from . import Arg, OpSchema, ShapeError, register
-from ._common import check_window, need_image, size_text
+from ._common import check_window, need_image, pad_text, size_text
 from .shapes import resolve_pads, window_out
 
 
@@ -26,7 +26,7 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
         return (1, 1, c) if attrs["keepdims"] else (c,)
     if attrs["mode"] is not None:
         raise ShapeError(f"`{attrs['mode']}` after the size is only for global pooling",
-                         code="bad-value", hint=f"write `pool {attrs['mode']} K`")
+                         code="bad-value", arg="mode", hint=f"write `pool {attrs['mode']} K`")
     if attrs["size"] is None:
         raise ShapeError("`pool` needs a window size, like `pool 2` or `pool avg 3x3`",
                          code="missing-argument")
@@ -35,12 +35,16 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
     pads = resolve_pads(attrs["pad"], (h, w), (kh, kw), (sh, sw), (1, 1))
     if pads[0] * 2 > kh or pads[1] * 2 > kh or pads[2] * 2 > kw or pads[3] * 2 > kw:
         # PyTorch refuses this too: a window could then lie entirely in the padding.
-        raise ShapeError(f"pooling pads {pads} must be at most half the {kh}x{kw} window",
-                         code="bad-value", hint="use less padding or a larger window")
+        most = str(kh // 2) if kh == kw else f"{kh // 2}x{kw // 2}"
+        raise ShapeError(f"pad={pad_text(pads)} is more than half the {kh}x{kw} window of "
+                         "`pool`: a window could lie entirely in the padding",
+                         code="bad-value", arg="pad",
+                         hint=f"pad a {kh}x{kw} pool by at most {most}, or use a larger window")
     attrs["pads"] = pads
-    check_window("pool", (h, w, c), (kh, kw), (1, 1), pads)
     oh = window_out(h, kh, sh, pads[0:2], 1, attrs["ceil"])
     ow = window_out(w, kw, sw, pads[2:4], 1, attrs["ceil"])
+    if oh < 1 or ow < 1:  # (with ceil=true a window may overhang the input, as in PyTorch)
+        check_window("pool", (h, w, c), (kh, kw), (1, 1), pads, arg="size")
     return (oh, ow, c)
 
 
@@ -56,9 +60,8 @@ def _describe(attrs: dict) -> str:
     parts = [f"pool {attrs['kind']} {size_text(attrs['size'])}"]
     if attrs["stride"] is not None and attrs["stride"] != attrs["size"]:
         parts.append(f"stride={size_text(attrs['stride'])}")
-    pad = attrs["pad"]
-    if pad != "valid":
-        parts.append(f"pad={pad if isinstance(pad, str) else 'x'.join(map(str, pad))}")
+    if attrs["pad"] != "valid":
+        parts.append(f"pad={pad_text(attrs['pad'])}")
     if attrs["ceil"]:
         parts.append("ceil")
     return " ".join(parts)

@@ -21,7 +21,7 @@ def effective_kernel(kernel: int, dilation: int = 1) -> int:
 
 def window_out(size: int, kernel: int, stride: int = 1, pads: tuple[int, int] = (0, 0),
                dilation: int = 1, ceil: bool = False) -> int:
-    """Output length of a sliding window (conv or pool) along one axis.
+    """Output length of a sliding window (conv or pool) along one axis; 0 when none fits.
 
     With ceil rounding the last window may run past the end, as in Caffe and PyTorch's
     ceil_mode, but it must start inside the input or its leading padding (PyTorch's rule).
@@ -34,19 +34,19 @@ def window_out(size: int, kernel: int, stride: int = 1, pads: tuple[int, int] = 
     2
     >>> window_out(112, 3, stride=2), window_out(112, 3, stride=2, ceil=True)
     (55, 56)
-    >>> window_out(6, 2, stride=2, pads=(1, 1), ceil=True)   # would start in the trailing pad
-    4
+    >>> window_out(5, 2, stride=2, pads=(1, 1), ceil=True)   # a 4th would start in the padding
+    3
+    >>> window_out(2, 3), window_out(2, 3, stride=3, ceil=True)  # ceil: the window may overhang
+    (0, 1)
     """
     span = size + pads[0] + pads[1] - effective_kernel(kernel, dilation)
-    if span < 0:
-        return 0
     if ceil:
         out = -(-span // stride) + 1
-        if (out - 1) * stride >= size + pads[0]:
+        if out > 0 and (out - 1) * stride >= size + pads[0]:
             out -= 1
     else:
         out = span // stride + 1
-    return out
+    return max(out, 0)
 
 
 def same_pads(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:

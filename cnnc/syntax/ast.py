@@ -14,7 +14,8 @@ from ..diagnostics import Span
 
 @dataclass(frozen=True)
 class Value:
-    """A literal argument. kind is one of: int, float, dims, name, string."""
+    """A literal argument. kind is one of: int, float, dims, name, string, or error for a
+    malformed literal whose diagnostic the parser has already given (the statement is skipped)."""
 
     kind: str
     value: object  # int | float | tuple[int, ...] | str
@@ -23,7 +24,7 @@ class Value:
 
     def describe(self) -> str:
         return {"int": "a number", "float": "a number", "dims": "a size", "name": "a name",
-                "string": "a string"}[self.kind] + f" (`{self.text}`)"
+                "string": "a string", "error": "a malformed value"}[self.kind] + f" (`{self.text}`)"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class Call:
     args: tuple[Value, ...]
     options: tuple[Option, ...]
     span: Span
+
+    @property
+    def has_error_value(self) -> bool:
+        """True when an argument is a malformed literal the parser has already reported."""
+        return any(v.kind == "error" for v in self.args) or \
+            any(o.value.kind == "error" for o in self.options)
 
 
 @dataclass(frozen=True)
@@ -94,3 +101,4 @@ class Program:
     file: str
     source: str
     items: list[Item] = field(default_factory=list)
+    parsed: bool = False  # False when syntax errors left no tree to build from

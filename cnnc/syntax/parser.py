@@ -18,8 +18,15 @@ from . import ast
 
 # Numbers past this are not sizes of anything real, and would overflow int32 in a backend.
 MAX_INT = 2**31 - 1
-# Recovery re-parses with the offending line blanked; past this many errors we stop.
+# Recovery re-parses with the offending line blanked; past this many errors we stop, and a
+# program longer than RECOVERY_CHARS gets its first syntax error only (each re-parse costs).
 MAX_SYNTAX_ERRORS = 20
+RECOVERY_CHARS = 100_000
+# A model is a few hundred lines; past these sizes a text is not one, and parsing it (lark
+# runs at some 10 microseconds a token) would only keep the user waiting.
+MAX_CHARS = 1 << 20
+MAX_TOKENS = 50_000
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def grammar_text() -> str:
@@ -279,12 +286,21 @@ def _describe_token(tok: Token) -> str:
     return f"`{tok.value}`"
 
 
+def _indent_of(text: str) -> int:
+    return len(text) - len(text.lstrip(" \t"))
+
+
 def _header_above(lines: list[str], line: int) -> tuple[int, str] | None:
-    """The `block ...:` or `train:` header whose body should start at `line`, if any."""
+    """The `block ...:` or `train:` header whose indented body should start at `line` but
+    does not (the line is indented no deeper than the header), if any."""
     for n in range(min(line, len(lines) + 1) - 1, 0, -1):
         text = lines[n - 1].split("#", 1)[0].rstrip()
         if text.strip():
-            return (n, text.strip()) if text.endswith(":") else None
+            if not text.endswith(":"):
+                return None
+            if line <= len(lines) and _indent_of(lines[line - 1]) > _indent_of(text):
+                return None  # the body is indented: the error is something else
+            return n, text.strip()
     return None
 
 
@@ -360,31 +376,55 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
         span = Span(file, line, eq, line, eq + 1)
         return (Diagnostic(ERROR, "syntax", f"{what} has no value", span, [],
                            "write the value right after the `=`, like `stride=2`"), blank)
+    if tok.type == "RPAR" and not open_parens:
+        return Diagnostic(ERROR, "syntax", "this `)` has no matching `(`", span, []), blank
+    if tok.type == "EQUAL":
+        return (Diagnostic(ERROR, "syntax", "unexpected `=`", span, [],
+                           "an option is written name=value, like `stride=2`; a tensor is "
+                           "named with `name = layer`, like `skip = here`"), blank)
+    if not open_parens:
+        expected -= {"RPAR", "COMMA"}  # LALR merges states: these are only right inside `(...)`
     message = f"expected {_describe_expected(expected)}, found {_describe_token(tok)}"
     hint = None
     if tok.type == "NUMBER" and "NAME" in expected and len(expected) <= 3:
         hint = "a statement starts with a layer name, like `conv 32 3x3`"
     elif tok.type == "COLON":
         hint = "only `block NAME(...)` and `train` take a `:` and an indented body"
-    elif tok.type == "EQUAL":
-        hint = "options are written key=value, with a name before the `=`"
-    elif tok.type == "RPAR":
-        hint = "this `)` closes no `(`"
     return Diagnostic(ERROR, "syntax", message, span, [], hint), blank
 
 
-def _blank_lines(source: str, lines: range) -> str:
+def _blank_lines(source: str, lines: range, keep_indent: bool) -> str:
+    """The source with `lines` emptied. With keep_indent, an indented line becomes a stand-in
+    statement at its indentation, so a body whose only line was faulty still parses."""
     out = source.split("\n")
     for n in lines:
         if 1 <= n <= len(out):
-            out[n - 1] = ""
+            indent = out[n - 1][:_indent_of(out[n - 1])]
+            out[n - 1] = indent + "_" if keep_indent and indent else ""
     return "\n".join(out)
+
+
+def _too_large(text: str, file: str) -> Diagnostic | None:
+    hint = "write repeated layers once, with a repeat count (`conv 64 3x3 x4`) or a block"
+    if len(text) > MAX_CHARS:
+        return Diagnostic(ERROR, "too-large", f"the program is {len(text):,} characters long; "
+                          f"cnnc reads models of at most {MAX_CHARS:,}", Span.unknown(file), [],
+                          hint)
+    tokens = sum(1 for _ in _TOKEN.finditer(text)) if len(text) > MAX_TOKENS else 0
+    if tokens > MAX_TOKENS:
+        return Diagnostic(ERROR, "too-large", f"the program has {tokens:,} words and symbols; "
+                          f"cnnc reads models of at most {MAX_TOKENS:,}", Span.unknown(file), [],
+                          hint)
+    return None
 
 
 def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnostic]]:
     """Parse a program. Syntax errors are collected, recovering by blanking the faulty lines
     and parsing again; value errors (a malformed number) leave a tree, with an `error` value."""
     program = ast.Program(file=file, source=text)
+    too_large = _too_large(text, file)
+    if too_large:
+        return program, [too_large]
     diagnostics: list[Diagnostic] = []
     source = text if text.endswith("\n") else text + "\n"
     blanked: set[int] = set()
@@ -399,7 +439,8 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
                            "indent every line of a body by the same amount")
             lines = range(t.line, t.line + 1)
         except UnexpectedInput as e:
-            d, lines = _syntax_diagnostic(e, file, source, list(_lark().options.postlex.open_parens))
+            open_parens = list(_lark().options.postlex.open_parens)  # where the lexer stopped
+            d, lines = _syntax_diagnostic(e, file, source, open_parens)
         except (LarkError, RecursionError) as e:  # pragma: no cover - defensive
             d = Diagnostic(ERROR, "syntax", f"could not parse this program ({type(e).__name__})",
                            Span.unknown(file), [])
@@ -408,10 +449,10 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
             # An error on a line already blanked is a consequence of the first one: stop here.
             return program, diagnostics or [d]
         diagnostics.append(d)
-        if len(diagnostics) >= MAX_SYNTAX_ERRORS or len(source) > 1 << 20:
+        if len(diagnostics) >= MAX_SYNTAX_ERRORS or len(source) > RECOVERY_CHARS:
             return program, diagnostics
         blanked.update(lines)
-        source = _blank_lines(source, lines)
+        source = _blank_lines(source, lines, keep_indent=d.code == "syntax" and len(lines) == 1)
     if diagnostics:
         return program, diagnostics
     try:

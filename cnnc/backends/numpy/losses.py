@@ -43,7 +43,7 @@ def sigmoid_binary_cross_entropy(logits, targets):
     # -[t log s(z) + (1-t) log(1 - s(z))] rewritten so exp only sees non-positive numbers:
     #   = max(z, 0) - z t + log(1 + exp(-|z|))
     loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
-    sig = 0.5 * (1 + np.tanh(0.5 * z))  # stable sigmoid
+    sig = np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))  # stable sigmoid, both tails
     grad = (sig - t) / z.size  # d/dz of the mean
     return float(loss.mean()), grad
 

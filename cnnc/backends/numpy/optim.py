@@ -118,17 +118,26 @@ class Adam(Optimizer):
             g = g + self.weight_decay * p
         m = self.state["exp_avg"].setdefault(name, np.zeros_like(p))
         v = self.state["exp_avg_sq"].setdefault(name, np.zeros_like(p))
-        m += (1 - self.beta1) * (g - m)
+        tmp = np.empty_like(p)  # one temporary, reused: every line below is a single pass
+        np.subtract(g, m, out=tmp)
+        tmp *= 1 - self.beta1
+        m += tmp  # m + (1 - beta1) * (g - m)
         v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.beta2
+        v += tmp  # beta2 * v + (1 - beta2) * g * g
         if self.amsgrad:
             vmax = self.state["max_exp_avg_sq"].setdefault(name, np.zeros_like(p))
             np.maximum(vmax, v, out=vmax)
             v = vmax
         t = self.step_count
         step_size = self.lr / (1 - self.beta1**t)
-        denom = np.sqrt(v) / math.sqrt(1 - self.beta2**t) + self.eps
-        p -= step_size * (m / denom)
+        np.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1 - self.beta2**t)
+        tmp += self.eps  # denominator
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        p -= tmp
 
 
 def make_optimizer(name: str, lr: float, **kw) -> Optimizer:

@@ -31,6 +31,7 @@ class NumpySession(Session):
         self.plan = plan_loss(model, loss)
         self.weights = initial_weights(self.graph, seed, self.dtype)
         self.param_names = [f"{l.name}.{p}" for l in self.layers for p in l.params]
+        self.seed = seed
         self.rng = np.random.default_rng([seed, 1])  # dropout masks
         self.optimizer = None
         # consumers' positions: first-layer conv/dense need no input gradient
@@ -137,6 +138,9 @@ class NumpySession(Session):
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.rng = np.random.default_rng([self.seed % 2**64, 1, int(epoch)])
 
     def train_step(self, data, idx):
         x, y = data

@@ -94,17 +94,17 @@ def release_scratch() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _padded_channel_major(x: np.ndarray, pads, extra_rows: int) -> np.ndarray:
+def _padded_channel_major(x: np.ndarray, pads, extra_rows: int, keep: bool = False) -> np.ndarray:
     """Zero-pad x and move channels first: (N, C, H, W) -> (C, N, Hp + extra_rows, Wp).
 
     Padding and the transpose to channel-major happen in the same pass. The result lives in
-    scratch memory: it is only read by im2col. ``extra_rows`` zero rows at the bottom of every
-    image give the "whole padded row" garbage columns somewhere harmless to read.
+    scratch memory (it is only read by im2col) unless ``keep``. ``extra_rows`` zero rows at the
+    bottom of every image give the "whole padded row" garbage columns somewhere harmless to read.
     """
     N, C, H, W = x.shape
     pt, pb, pl, pr = pads
     Hx, Wp = H + pt + pb + extra_rows, W + pl + pr
-    xp = _scratch.get("xp", (C, N, Hx, Wp), x.dtype)
+    xp = np.empty((C, N, Hx, Wp), x.dtype) if keep else _scratch.get("xp", (C, N, Hx, Wp), x.dtype)
     # zero only the border; the interior is overwritten right after
     xp[:, :, :pt] = 0
     xp[:, :, pt + H :] = 0
@@ -164,20 +164,32 @@ def conv2d_forward(x, w, b=None, *, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(
     # With a horizontal stride of 1 we compute all Wp columns of each output row (see the
     # module docstring); otherwise just the OW real ones.
     OWc = Wp if sw == 1 else OW
-    xp = _padded_channel_major(x, pads, extra_rows=1 if sw == 1 else 0)  # (C, N, Hp(+1), Wp)
-
-    # im2col: copy the strided view into a contiguous matrix. numpy merges the (OH, OWc) axes
-    # into one long contiguous run when sw == sh == 1, so this is close to a memcpy. (An explicit
-    # copy: xp is scratch memory and cols must outlive this call, it is kept for backward.)
-    cols = _tap_view(xp, KH, KW, OH, OWc, stride, dilation).copy()  # (C, KH, KW, N, OH, OWc)
-    K = Cg * KH * KW  # numbers one output looks at, per group
+    extra_rows = 1 if sw == 1 else 0
     M = N * OH * OWc  # output positions, all images together
-    cols = cols.reshape(G, K, M)  # rows (c, i, j) within each group; matches w's layout
-    wg = w.reshape(G, F // G, K)  # (G, Fg, K)
 
-    # The whole layer in one GEMM per group: (G, Fg, K) @ (G, K, M) -> (G, Fg, M) == (F, M)
-    y_cm = np.matmul(wg, cols, out=_scratch.get("y_cm", (G, F // G, M), dtype))
-    y_cm = y_cm.reshape(F, N, OH, OWc)[:, :, :, :OW]  # drop the garbage columns (a view)
+    if Cg == 1 and F // G <= 4:
+        # Depthwise (each filter sees ONE input channel, and few filters share it): im2col
+        # would copy the input KH*KW times for GEMMs whose dot products are only KH*KW long.
+        # Instead multiply-accumulate the kernel taps straight from strided views of the
+        # padded input. (With many filters per channel -- e.g. a first layer on grey images,
+        # C = 1, F = 32 -- one real GEMM is faster, so that case stays on the im2col path.)
+        xp = _padded_channel_major(x, pads, extra_rows, keep=True)  # (C, N, Hp(+1), Wp)
+        y_cm = _depthwise_forward(xp, w, OH, OWc, stride, dilation).reshape(F, N, OH, OWc)
+        saved = {"xp": xp}
+    else:
+        xp = _padded_channel_major(x, pads, extra_rows)  # (C, N, Hp(+1), Wp), scratch
+        # im2col: copy the strided view into a contiguous matrix. numpy merges the (OH, OWc)
+        # axes into one long contiguous run when sw == sh == 1, so this is close to a memcpy.
+        # (An explicit copy: xp is scratch memory, and cols is kept for the backward pass.)
+        cols = _tap_view(xp, KH, KW, OH, OWc, stride, dilation).copy()  # (C, KH, KW, N, OH, OWc)
+        K = Cg * KH * KW  # numbers one output looks at, per group
+        cols = cols.reshape(G, K, M)  # rows (c, i, j) within each group; matches w's layout
+        wg = w.reshape(G, F // G, K)  # (G, Fg, K)
+        # The whole layer in one GEMM per group: (G, Fg, K) @ (G, K, M) -> (G, Fg, M) == (F, M)
+        y_cm = np.matmul(wg, cols, out=_scratch.get("y_cm", (G, F // G, M), dtype))
+        y_cm = y_cm.reshape(F, N, OH, OWc)
+        saved = {"cols": cols}
+    y_cm = y_cm[:, :, :, :OW]  # drop the garbage columns (a view)
 
     # Back to NCHW; the transpose copy and the bias add share one pass over memory.
     y = np.empty((N, F, OH, OW), dtype=dtype)
@@ -187,7 +199,7 @@ def conv2d_forward(x, w, b=None, *, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(
         np.add(y_cm.transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=y)
 
     cache = {
-        "cols": cols, "w": w, "has_bias": b is not None, "x_shape": x.shape, "xp_shape": xp.shape,
+        **saved, "w": w, "has_bias": b is not None, "x_shape": x.shape, "xp_shape": xp.shape,
         "stride": (sh, sw), "dilation": (dh, dw), "pads": (pt, pb, pl, pr), "groups": G,
         "out": (OH, OW, OWc),
     }
@@ -200,14 +212,14 @@ def conv2d_backward(dy, cache, *, need_dx=True):
     ``need_dx=False`` skips the input gradient (returned as None) -- the first layer of a
     network never needs it, and it is a third of the layer's backward cost.
     """
-    cols, w = cache["cols"], cache["w"]
+    w = cache["w"]
     N, C, H, W = cache["x_shape"]
     F, Cg, KH, KW = w.shape
     G, Fg = cache["groups"], F // cache["groups"]
     OH, OW, OWc = cache["out"]
     pt, pb, pl, pr = cache["pads"]
     M = N * OH * OWc
-    dtype = cols.dtype
+    dtype = np.result_type(dy, w)
 
     # dy to channel-major (F, N, OH, OWc). The garbage columns get a ZERO gradient: they were
     # never part of the output, so they must not contribute to dW or dx.
@@ -219,7 +231,11 @@ def conv2d_backward(dy, cache, *, need_dx=True):
     # Bias: every output position adds b[f] once, so db[f] is the sum of dy over N, OH, OW.
     db = dy_cm.reshape(F, M).sum(axis=1) if cache["has_bias"] else None
 
+    if "xp" in cache:  # depthwise: no column matrix, see the forward pass
+        return _depthwise_backward(dy_cm.reshape(F, N, OH, OWc), cache, need_dx) + (db,)
+
     # Weights: dW[f, k] = sum over positions of dy[f, pos] * cols[k, pos] -- one GEMM per group.
+    cols = cache["cols"]
     dw = np.matmul(dy_cm, cols.transpose(0, 2, 1)).reshape(w.shape)  # (G, Fg, K) -> (F, Cg, KH, KW)
 
     if not need_dx:
@@ -238,8 +254,69 @@ def conv2d_backward(dy, cache, *, need_dx=True):
     dtap = _scratch.get("dtap", (G, Cg, M), dtype)
     for i in range(KH):
         for j in range(KW):
-            np.matmul(w_taps[i, j], dy_cm, out=dtap)  # (G, Cg, Fg) @ (G, Fg, M) -> (C, M)
+            if Fg == 1:  # one filter per group: the "matmul" over Fg is a broadcast product,
+                np.multiply(w_taps[i, j], dy_cm, out=dtap)  # much faster than a batch of GEMVs
+            else:
+                np.matmul(w_taps[i, j], dy_cm, out=dtap)  # (G, Cg, Fg) @ (G, Fg, M) -> (C, M)
             taps[:, i, j] += dtap.reshape(C, N, OH, OWc)
-    # Drop the padding (its gradient goes nowhere) and return to NCHW, as a new array.
-    dx = dxp[:, :, pt : pt + H, pl : pl + W].transpose(1, 0, 2, 3).copy()
-    return dx, dw, db
+    return _unpad_to_nchw(dxp, cache), dw, db
+
+
+def _unpad_to_nchw(dxp, cache):
+    """Drop the padding (its gradient goes nowhere) and return to NCHW, as a new array."""
+    N, C, H, W = cache["x_shape"]
+    pt, _, pl, _ = cache["pads"]
+    return dxp[:, :, pt : pt + H, pl : pl + W].transpose(1, 0, 2, 3).copy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Depthwise convolution (C//groups == 1): taps multiplied straight from strided views
+# ----------------------------------------------------------------------------------------------
+# Filter f = c*Fg + m (m < Fg, the "depth multiplier") sees only input channel c, so
+#     y[c, m, pos] = sum over taps (i, j) of w[c, m, i, j] * x_tap_ij[c, pos]
+# -- KH*KW broadcast multiply-adds over the whole output, no column matrix needed.
+
+
+def _depthwise_forward(xp, w, OH, OWc, stride, dilation):
+    C, N = xp.shape[:2]
+    F, _, KH, KW = w.shape
+    wd = w.reshape(C, F // C, KH, KW, 1, 1, 1)  # (C, Fg, KH, KW) + room to broadcast (N, OH, OWc)
+    taps = _tap_view(xp, KH, KW, OH, OWc, stride, dilation)  # (C, KH, KW, N, OH, OWc) view
+    dtype = np.result_type(xp, w)
+    y = _scratch.get("y_cm", (C, F // C, N, OH, OWc), dtype)  # (C, Fg, N, OH, OWc)
+    prod = _scratch.get("dw_prod", y.shape, dtype)
+    for i in range(KH):
+        for j in range(KW):
+            if i == j == 0:
+                np.multiply(wd[:, :, i, j], taps[:, None, i, j], out=y)
+            else:
+                np.multiply(wd[:, :, i, j], taps[:, None, i, j], out=prod)
+                y += prod
+    return y
+
+
+def _depthwise_backward(dy_cm, cache, need_dx):
+    """dy_cm (F, N, OH, OWc) with zero garbage columns. Returns (dx, dw)."""
+    xp, w = cache["xp"], cache["w"]
+    F, _, KH, KW = w.shape
+    C = xp.shape[0]
+    OH, _, OWc = cache["out"]
+    dy5 = dy_cm.reshape(C, F // C, *dy_cm.shape[1:])  # (C, Fg, N, OH, OWc)
+    taps = _tap_view(xp, KH, KW, OH, OWc, cache["stride"], cache["dilation"])
+    # dW[c, m, i, j] = sum over positions of dy[c, m, pos] * x_tap_ij[c, pos]
+    dw = np.empty(w.shape, dtype=dy5.dtype).reshape(C, F // C, KH, KW)
+    for i in range(KH):
+        for j in range(KW):
+            dw[:, :, i, j] = np.einsum("cmnhw,cnhw->cm", dy5, taps[:, i, j])
+    dw = dw.reshape(w.shape)
+    if not need_dx:
+        return None, dw
+    # dx_tap_ij[c, pos] += sum over m of w[c, m, i, j] * dy[c, m, pos], added at the tap's shift
+    dxp = _scratch.get("dxp", xp.shape, dy5.dtype)
+    dxp.fill(0)
+    dx_taps = _tap_view(dxp, KH, KW, OH, OWc, cache["stride"], cache["dilation"], writeable=True)
+    wd = w.reshape(C, F // C, KH, KW)
+    for i in range(KH):
+        for j in range(KW):
+            dx_taps[:, i, j] += np.einsum("cm,cmnhw->cnhw", wd[:, :, i, j], dy5)
+    return _unpad_to_nchw(dxp, cache), dw

@@ -1,0 +1,477 @@
+"""The PyTorch backend's table from op name to lowering: each layer of the checked graph becomes
+an ordinary torch.nn.Module.
+
+    net = lower(graph)           # a CnncNet: nn.Module, submodules named after the layers
+    print(net)                   # nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d... as usual
+    net.state_dict().keys()      # exactly cnnc's weight keys: "conv_1.weight", "basic_1.bn_1.bias"
+
+Where PyTorch's layer already means what the language means, the lowering is that layer. Where
+the language says more than the layer can, a thin subclass adds it and nothing else:
+
+- a fused activation (`conv 32 3x3 relu`): `Conv2d`/`Linear` subclasses apply it after the
+  layer, and skip it when the loss absorbs the model's final softmax/sigmoid (`forward(x,
+  activate=False)`);
+- asymmetric padding (TensorFlow's 'same' with an even split impossible, or `pad=TxBxLxR`):
+  an explicit F.pad before an unpadded layer (zeros for conv and average pooling, -inf for max
+  pooling, so padding never wins);
+- an output size PyTorch's own rounding would not give (ceil mode with asymmetric pads): the
+  input is padded (or cropped) to exactly the extent the checked output size needs;
+- average pooling that must not count what it cannot take from PyTorch (asymmetric pads):
+  sum-pool, then divide by the divisor the language defines, a constant (OH, OW) map.
+
+Output sizes are the checker's (layer.shape) by construction: a pooling layer becomes
+PyTorch's own only when PyTorch's rounding gives exactly that size, the explicit form otherwise.
+tests/test_backend_agreement.py holds every lowering to the NumPy reference, forward and
+backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...diagnostics import CnncError
+
+# -- activations ---------------------------------------------------------------------------------
+
+# Standalone activation layers: the PyTorch module of each (parameters from the layer's attrs).
+_ACTIVATION_MODULES = {
+    "relu": lambda a: nn.ReLU(),
+    "relu6": lambda a: nn.ReLU6(),
+    "tanh": lambda a: nn.Tanh(),
+    "sigmoid": lambda a: nn.Sigmoid(),
+    "softmax": lambda a: nn.Softmax(dim=1),  # over channels (4-D) or features (2-D)
+    "leaky_relu": lambda a: nn.LeakyReLU(a.get("slope", 0.01)),
+    "elu": lambda a: nn.ELU(a.get("alpha", 1.0)),
+    "gelu": lambda a: nn.GELU(),  # the exact (erf) form, PyTorch's default
+    "silu": lambda a: nn.SiLU(),
+}
+
+# Fused activations (conv 32 3x3 relu) take PyTorch's default parameters.
+_ACTIVATION_FUNCTIONS = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "softmax": lambda x: F.softmax(x, dim=1),
+    "leaky_relu": F.leaky_relu,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+}
+
+
+class _FusedActivation:
+    """Mixin: a layer followed by its fused activation, which the loss may ask to skip."""
+
+    activation: str | None = None
+
+    def _activate(self, y, activate: bool):
+        if self.activation is not None and activate:
+            return _ACTIVATION_FUNCTIONS[self.activation](y)
+        return y
+
+    def _activation_repr(self) -> str:
+        return f", activation={self.activation}" if self.activation else ""
+
+
+def _pad_arg(pads) -> tuple[int, int, int, int]:
+    """cnnc's (top, bottom, left, right) as F.pad's (left, right, top, bottom)."""
+    top, bottom, left, right = pads
+    return (left, right, top, bottom)
+
+
+# -- conv ----------------------------------------------------------------------------------------
+
+
+class Conv2d(_FusedActivation, nn.Conv2d):
+    """nn.Conv2d with the language's padding (any of top/bottom/left/right) and activation."""
+
+    def __init__(self, *args, pads=(0, 0, 0, 0), activation=None, **kw):
+        top, bottom, left, right = pads
+        self.symmetric = top == bottom and left == right
+        super().__init__(*args, padding=(top, left) if self.symmetric else 0, **kw)
+        self.pre_pad = None if self.symmetric else _pad_arg(pads)
+        self.activation = activation
+
+    def forward(self, x, activate: bool = True):
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)  # zeros, asymmetric: TF's 'same' puts the extra one after
+        return self._activate(super().forward(x), activate)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.pre_pad is not None:
+            s += f", pads(t,b,l,r)={tuple(self.pre_pad[i] for i in (2, 3, 0, 1))}"
+        return s + self._activation_repr()
+
+
+def lower_conv(layer, in_shape):
+    a = layer.attrs
+    cin = in_shape[2]
+    groups = cin if a.get("depthwise") else a["groups"]
+    cout = layer.shape[2]
+    return Conv2d(cin, cout, tuple(a["kernel"]), stride=tuple(a["stride"]),
+                  dilation=tuple(a["dilation"]), groups=groups, bias=a["bias"],
+                  pads=a["pads"], activation=a.get("activation"))
+
+
+# -- dense ---------------------------------------------------------------------------------------
+
+
+class Linear(_FusedActivation, nn.Linear):
+    def __init__(self, *args, activation=None, **kw):
+        super().__init__(*args, **kw)
+        self.activation = activation
+
+    def forward(self, x, activate: bool = True):
+        return self._activate(super().forward(x), activate)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._activation_repr()
+
+
+def lower_dense(layer, in_shape):
+    a = layer.attrs
+    return Linear(in_shape[0], a["units"], bias=a["bias"], activation=a.get("activation"))
+
+
+# -- pooling -------------------------------------------------------------------------------------
+
+
+def _torch_pool_out(size: int, k: int, s: int, pad: int, ceil: bool) -> int:
+    """The output length PyTorch's pooling gives (aten's pooling_output_shape)."""
+    if ceil:
+        out = -(-(size + 2 * pad - k) // s) + 1
+        if (out - 1) * s >= size + pad:
+            out -= 1
+        return out
+    return (size + 2 * pad - k) // s + 1
+
+
+def _native_pool_fits(layer, in_shape) -> bool:
+    """Whether nn.MaxPool2d/AvgPool2d with symmetric padding gives exactly layer.shape."""
+    a = layer.attrs
+    top, bottom, left, right = a["pads"]
+    if top != bottom or left != right:
+        return False
+    (kh, kw), (sh, sw) = a["size"], a["stride"] or a["size"]
+    return (_torch_pool_out(in_shape[0], kh, sh, top, a["ceil"]) == layer.shape[0]
+            and _torch_pool_out(in_shape[1], kw, sw, left, a["ceil"]) == layer.shape[1])
+
+
+def _explicit_extent(size, out, k, s, before) -> tuple[int, int]:
+    """(pad before, pad after) that make a floor-mode window give exactly `out` outputs.
+
+    `after` may be negative: then the input is cropped (windows never read those rows).
+    """
+    need = (out - 1) * s + k  # the padded extent the last window ends at
+    return before, need - size - before
+
+
+class _ExplicitPool(nn.Module):
+    """Pooling whose padding or rounding PyTorch's layers cannot express: the input is padded
+    (or cropped) to exactly the extent the checked output needs, then pooled without padding."""
+
+    def __init__(self, layer, in_shape):
+        super().__init__()
+        a = layer.attrs
+        self.kernel = tuple(a["size"])
+        self.stride = tuple(a["stride"] or a["size"])
+        self.pads = tuple(a["pads"])
+        self.ceil = a["ceil"]
+        oh, ow = layer.shape[:2]
+        t, b = _explicit_extent(in_shape[0], oh, self.kernel[0], self.stride[0], self.pads[0])
+        l, r = _explicit_extent(in_shape[1], ow, self.kernel[1], self.stride[1], self.pads[2])
+        self.extent = (l, r, t, b)  # F.pad order; negative entries crop
+
+    def _padded(self, x, value: float):
+        return F.pad(x, self.extent, value=value)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel}, stride={self.stride}, "
+                f"pads(t,b,l,r)={self.pads}, ceil_mode={self.ceil}")
+
+
+class MaxPool2dPadded(_ExplicitPool):
+    """Max pooling with asymmetric padding: pad with -inf, so padding never wins."""
+
+    def forward(self, x):
+        return F.max_pool2d(self._padded(x, -math.inf), self.kernel, self.stride)
+
+
+class AvgPool2dPadded(_ExplicitPool):
+    """Average pooling with asymmetric padding: the sum over each window's real (and, with
+    count_pad, padded) elements divided by the language's divisor, a constant (OH, OW) map."""
+
+    def __init__(self, layer, in_shape, count_pad: bool):
+        super().__init__(layer, in_shape)
+        self.count_pad = count_pad
+        counts = []
+        for size, out, k, s, p0, p1 in zip(in_shape[:2], layer.shape[:2], self.kernel,
+                                           self.stride, self.pads[0::2], self.pads[1::2]):
+            start = np.arange(out) * s - p0  # each window's first input index (may be < 0)
+            lo, hi = (-p0, size + p1) if count_pad else (0, size)
+            counts.append(np.minimum(start + k, hi) - np.maximum(start, lo))
+        self._divisor = np.multiply.outer(counts[0], counts[1]).astype(np.float64)
+        # A constant, not a weight: moves with .to(device/dtype), never in the state dict.
+        self.register_buffer("divisor", torch.from_numpy(self._divisor), persistent=False)
+        self.reset_constants()
+
+    def reset_constants(self) -> None:
+        """Refill the divisor (after to_empty(), which leaves buffers uninitialised)."""
+        with torch.no_grad():
+            self.divisor.copy_(torch.from_numpy(self._divisor))
+
+    def forward(self, x):
+        k = self.kernel[0] * self.kernel[1]
+        # avg_pool2d without padding divides by k; undo it, then divide by the real divisor
+        summed = F.avg_pool2d(self._padded(x, 0.0), self.kernel, self.stride) * k
+        return summed / self.divisor
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", count_pad={self.count_pad}"
+
+
+class GlobalPool(nn.Module):
+    """H x W x C -> C (or 1 x 1 x C with keepdims): the mean or the max over all positions."""
+
+    def __init__(self, mode: str = "avg", keepdims: bool = False):
+        super().__init__()
+        self.mode, self.keepdims = mode, keepdims
+
+    def forward(self, x):
+        if self.mode == "avg":
+            y = x.mean(dim=(2, 3), keepdim=True)
+        else:
+            # adaptive_max_pool2d routes the gradient to ONE maximum (the first, as the NumPy
+            # reference does); amax would split it between ties, common after a ReLU.
+            y = F.adaptive_max_pool2d(x, 1)
+        return y if self.keepdims else y.flatten(1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}" + (", keepdims=True" if self.keepdims else "")
+
+
+def lower_pool(layer, in_shape):
+    a = layer.attrs
+    if a["kind"] == "global":
+        return GlobalPool(a["mode"] or "avg", a["keepdims"])
+    if _native_pool_fits(layer, in_shape):
+        top, _, left, _ = a["pads"]
+        kernel, stride = tuple(a["size"]), tuple(a["stride"] or a["size"])
+        if a["kind"] == "max":
+            return nn.MaxPool2d(kernel, stride, padding=(top, left), ceil_mode=a["ceil"])
+        return nn.AvgPool2d(kernel, stride, padding=(top, left), ceil_mode=a["ceil"],
+                            count_include_pad=a["count_pad"])
+    if a["kind"] == "max":
+        return MaxPool2dPadded(layer, in_shape)
+    return AvgPool2dPadded(layer, in_shape, a["count_pad"])
+
+
+# -- normalisation and regularisation ------------------------------------------------------------
+
+
+class _NoCounter:
+    """BatchNorm without the num_batches_tracked buffer: cnnc uses a fixed momentum, so the
+    counter is never read, and the state dict keeps exactly cnnc's keys."""
+
+    def _drop_counter(self):
+        self.register_buffer("num_batches_tracked", None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
+        state_dict.pop(prefix + "num_batches_tracked", None)  # from torchvision-style dicts
+        nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kw)
+
+
+class BatchNorm2d(_NoCounter, nn.BatchNorm2d):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._drop_counter()
+
+
+class BatchNorm1d(_NoCounter, nn.BatchNorm1d):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._drop_counter()
+
+
+def lower_batchnorm(layer, in_shape):
+    a = layer.attrs
+    cls = BatchNorm2d if len(in_shape) == 3 else BatchNorm1d
+    return cls(in_shape[-1], eps=a["eps"], momentum=a["momentum"])
+
+
+def lower_dropout(layer, in_shape):
+    return nn.Dropout(layer.attrs["rate"])
+
+
+# -- shape and merges ----------------------------------------------------------------------------
+
+
+def lower_flatten(layer, in_shape):
+    return nn.Flatten(1)  # (N, C, H, W) -> (N, C*H*W): channel-major, whatever the memory layout
+
+
+class Add(nn.Module):
+    """Element-wise sum of its inputs (a residual connection)."""
+
+    def forward(self, *xs):
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y = y + x
+        return y
+
+
+class Concat(nn.Module):
+    """Its inputs joined along the channel axis (features, once flat)."""
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=1)
+
+
+LOWERINGS = {
+    "conv": lower_conv,
+    "dwconv": lower_conv,
+    "dense": lower_dense,
+    "pool": lower_pool,
+    "batchnorm": lower_batchnorm,
+    "dropout": lower_dropout,
+    "flatten": lower_flatten,
+    "add": lambda layer, in_shape: Add(),
+    "concat": lambda layer, in_shape: Concat(),
+}
+for _kind, _make in _ACTIVATION_MODULES.items():
+    LOWERINGS[_kind] = (lambda make: lambda layer, in_shape: make(layer.attrs))(_make)
+
+
+# -- the whole model -----------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """A container for the layers of one block instance (their names share its prefix)."""
+
+    def forward(self, *args):  # pragma: no cover - the model's forward calls the layers
+        raise RuntimeError("a Block holds layers; CnncNet.forward runs them")
+
+
+def _insert(root: nn.Module, dotted: str, module: nn.Module) -> None:
+    """Place `module` at the dotted path, creating Block containers for the prefixes.
+
+    Children go into `_modules` directly: a layer may be named like a Module attribute
+    (`train`, `eval`...), which add_module refuses, and the state dict only reads `_modules`.
+    """
+    *parents, leaf = dotted.split(".")
+    node = root
+    for part in parents:
+        child = node._modules.get(part)
+        if child is None:
+            child = node._modules[part] = Block()
+        node = child
+    existing = node._modules.get(leaf)
+    if existing is not None:  # a block prefix was created before a layer of the same name
+        for k, v in existing._modules.items():
+            module._modules.setdefault(k, v)
+    node._modules[leaf] = module
+
+
+def _lookup(root: nn.Module, dotted: str) -> nn.Module:
+    node = root
+    for part in dotted.split("."):
+        node = node._modules[part]
+    return node
+
+
+class CnncNet(nn.Module):
+    """A cnnc model as one nn.Module. forward walks the layer graph in topological order.
+
+    forward(x, logits=False): x is N x C x H x W (any memory format) or N x F for a flat input.
+    With logits=True the final softmax/sigmoid is left out (the loss applies it, stably).
+    """
+
+    def __init__(self, graph, name: str = "model"):
+        super().__init__()
+        self.model_name = name
+        layers = graph.layers()
+        self.input_name = graph.input
+        self.output_name = graph.output
+        for layer in layers:
+            if layer.op == "input":
+                continue
+            lower = LOWERINGS.get(layer.op)
+            if lower is None:
+                raise CnncError(f"backend 'torch' has no kernel for op '{layer.op}'",
+                                code="backend",
+                                hint="an op from a plugin brings its lowering: a function "
+                                     "(layer, input shape) -> nn.Module in "
+                                     "cnnc.backends.torch.lowering.LOWERINGS")
+            in_shape = graph[layer.inputs[0]].shape
+            _insert(self, layer.name, lower(layer, in_shape))
+        # The steps: (layer name, input names, the inputs whose last reader this layer is, so
+        # they are freed as soon as possible, module).
+        order = [l for l in layers if l.op != "input"]
+        last_use: dict[str, int] = {}
+        for i, layer in enumerate(order):
+            for src in layer.inputs:
+                last_use[src] = i
+        self._steps = []
+        for i, layer in enumerate(order):
+            free = tuple(src for src in dict.fromkeys(layer.inputs)
+                         if last_use[src] == i and src != self.output_name)
+            # (a plain list: the modules are registered once, under their names, above)
+            self._steps.append((layer.name, tuple(layer.inputs), free, _lookup(self, layer.name)))
+        # Chains (every layer reads the one before it) take a plain loop.
+        self.sequential = all(order[i].inputs == [order[i - 1].name if i else graph.input]
+                              for i in range(len(order)))
+        out = graph[graph.output]
+        self._output_op = out.op
+        # Whether forward(logits=True) has a final softmax/sigmoid to leave out.
+        self._output_fusable = out.activation in ("softmax", "sigmoid")
+
+    def layer(self, name: str) -> nn.Module:
+        """The module of a layer, by its cnnc name ("basic_1.conv_2")."""
+        return _lookup(self, name)
+
+    def _run(self, name, module, inputs, logits: bool):
+        if logits and name == self.output_name and self._output_fusable:
+            if self._output_op in ("softmax", "sigmoid"):
+                return inputs[0]  # a standalone final activation: the loss applies it
+            return module(*inputs, activate=False)  # conv/dense with a fused one
+        return module(*inputs)
+
+    def forward(self, x, logits: bool = False):
+        if self.sequential:
+            for name, _, _, module in self._steps:
+                x = self._run(name, module, (x,), logits)
+            return x
+        values = {self.input_name: x}
+        for name, inputs, free, module in self._steps:
+            values[name] = self._run(name, module, [values[n] for n in inputs], logits)
+            for n in free:
+                del values[n]
+        return values[self.output_name]
+
+    def extra_repr(self) -> str:
+        return f"name={self.model_name!r}" + ("" if self.sequential else ", graph=True")
+
+
+def lower(graph, name: str = "model", *, device=None) -> CnncNet:
+    """The checked layer graph as a CnncNet.
+
+    With `device`, the module is made there with its weights uninitialised -- no time spent on
+    PyTorch's default initialisation, since cnnc's initial weights are loaded next; without,
+    on the CPU with PyTorch's default initialisation.
+    """
+    if device is None:
+        return CnncNet(graph, name)
+    with torch.device("meta"):
+        net = CnncNet(graph, name)
+    net = net.to_empty(device=device)
+    for module in net.modules():
+        if hasattr(module, "reset_constants"):
+            module.reset_constants()
+    return net

@@ -1,0 +1,468 @@
+"""The training loop every backend shares: batches, metrics, checkpoints, resume, Ctrl-C.
+
+    result = train(model, session, dataset, config, out_dir="runs/a")
+
+What it guarantees:
+
+* Batches are a pure function of (seed, epoch): the validation split is drawn once from the
+  seed, and epoch e shuffles the remaining images with a generator seeded by (seed, e). So a run
+  resumed after epoch k sees exactly the batches an uninterrupted run would have seen.
+* With `out_dir`, after every completed epoch: `last.safetensors` (weights), `best.safetensors`
+  (when the epoch is the best so far: lowest validation loss, or training loss when there is no
+  validation split), `metrics.jsonl` (every epoch so far, then one test record at the end) and
+  `state.safetensors` (optimizer arrays and the metadata resuming needs). Each file is written
+  atomically, and Ctrl-C is held back while they are written, so the folder always describes
+  one completed epoch; `state.safetensors` is written last and is what `resume` trusts.
+* metrics.jsonl holds one record per epoch with exactly the keys of EPOCH_KEYS (`seconds`: the
+  epoch's wall time, validation included; `images_per_second`: training images over training
+  time; val_loss and val_accuracy null without a validation split), then, once training ends,
+  {"test_loss", "test_accuracy", "test_images", "weights": "last", "epochs"}: the test split
+  scored with the last weights (best.safetensors is there to evaluate separately).
+* Ctrl-C during an epoch abandons that epoch: the files keep the last completed one, which is
+  what makes resuming exact. `train` then returns with `interrupted` set.
+* A NaN or infinite training loss stops the run with CnncError(code="diverged") naming the epoch
+  and batch; the files keep the last good epoch.
+* Distributed runs (a Session with `rank`, `world_size` and `all_reduce_sum`): every rank trains
+  on `perm[rank::world_size]` of each epoch's permutation, sums are reduced across ranks, and
+  only rank 0 reports and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..diagnostics import CnncError
+from .checkpoint import atomic_write_text, load_safetensors, save_safetensors
+from .config import TrainConfig
+from .progress import BatchStats, Reporter
+
+METRICS = "metrics.jsonl"
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+STATE = "state.safetensors"
+
+EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
+              "images_per_second")
+
+FLUSH_SECONDS = 0.25  # how often running figures are read back from the backend (a device sync)
+_SPLIT_STREAM, _EPOCH_STREAM = 0x5B1, 0xE90C  # keep the generators' streams apart
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic splits and batches
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) % 2**64, *stream])
+
+
+def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) of n training images, both sorted; depends only on the
+    arguments. val_split 0 gives no validation rows; otherwise at least one, and at least one
+    image is always left to train on."""
+    if not 0 <= val_split < 1:
+        raise CnncError(f"the validation split must be at least 0 and below 1, not {val_split}",
+                        code="usage")
+    n_val = 0
+    if val_split > 0 and n > 1:
+        n_val = min(max(1, int(round(n * val_split))), n - 1)
+    perm = _rng(seed, _SPLIT_STREAM).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the n training rows in epoch `epoch` (1-based): a function of (seed, epoch)."""
+    return _rng(seed, _EPOCH_STREAM, int(epoch)).permutation(n)
+
+
+def rank_rows(perm: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's share of an epoch's permutation. With several ranks the tail that does not
+    divide evenly is dropped, so every rank runs the same number of equally sized batches (a
+    rank waiting for a batch another never runs would hang)."""
+    if world_size <= 1:
+        return perm
+    usable = len(perm) - len(perm) % world_size
+    return perm[:usable][rank::world_size]
+
+
+def model_hash(model) -> str:
+    return hashlib.sha256(model.source.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # epoch records, earlier runs' included
+    test: dict | None = None  # the final record: test_loss, test_accuracy, test_images, weights
+    first_epoch: int = 1  # the first epoch this call trained (> 1 when resumed)
+    completed_epoch: int = 0  # the last epoch completed (and saved, with out_dir)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    best_key: str = "val_loss"
+    interrupted: bool = False
+    interrupted_epoch: int | None = None  # the epoch that Ctrl-C abandoned
+    out_dir: str | None = None
+
+
+class Diverged(CnncError):
+    code = "diverged"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C held back while files are written
+
+
+@contextlib.contextmanager
+def _hold_sigint():
+    """Defer SIGINT until the block ends, then deliver it as the old handler would."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if received and callable(old):
+            old(signal.SIGINT, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class _Trainer:
+    def __init__(self, model, session, dataset, config: TrainConfig, *, out_dir, reporter,
+                 model_file, eval_batch_size, meta):
+        self.model, self.session, self.dataset, self.config = model, session, dataset, config
+        self.rank = int(getattr(session, "rank", 0) or 0)
+        self.world = max(int(getattr(session, "world_size", 1) or 1), 1)
+        reduce = getattr(session, "all_reduce_sum", None)
+        self.reduce = reduce if (callable(reduce) and self.world > 1) else (lambda v: list(v))
+        self.main = self.rank == 0
+        self.out = Path(out_dir) if (out_dir is not None) else None
+        self.reporter = reporter if (reporter is not None and self.main) else Reporter()
+        self.model_file = model_file or os.path.basename(model.file)
+        self.eval_batch_size = eval_batch_size
+        self.meta = dict(meta or {})
+        self.hash = model_hash(model)
+        self.backend = str(getattr(session, "backend", "?"))
+        self.best_key = "val_loss" if config.val_split > 0 else "train_loss"
+
+    # -- sums across ranks -------------------------------------------------------------------
+    def _reduced(self, values: list[float]) -> list[float]:
+        return [float(v) for v in self.reduce([float(v) for v in values])]
+
+    def prepare(self, x, y):
+        """This rank's share of an evaluation split, put where the backend computes:
+        (data or None, images)."""
+        if self.world > 1:
+            x, y = x[self.rank::self.world], y[self.rank::self.world]
+        return (self.session.put(x, y) if len(x) else None), len(x)
+
+    def evaluate(self, prepared) -> tuple[float, float, int]:
+        """(loss, accuracy, images) over a prepared split, summed over the ranks."""
+        data, n = prepared
+        if data is not None:
+            loss, correct = self.session.evaluate(data, self.eval_batch_size)
+            sums = [float(loss) * n, float(int(correct)), float(n)]
+        else:
+            sums = [0.0, 0.0, 0.0]
+        loss_sum, correct, n = self._reduced(sums)
+        if n == 0:
+            return float("nan"), float("nan"), 0
+        return loss_sum / n, correct / n, int(n)
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def run_epoch(self, epoch: int, train_data, n_train: int, val) -> dict:
+        config, session = self.config, self.session
+        begin = getattr(session, "begin_epoch", None)
+        if callable(begin):
+            begin(epoch)
+        rows = rank_rows(epoch_permutation(n_train, config.seed, epoch), self.rank, self.world)
+        bs = config.batch_size
+        batches = max(math.ceil(len(rows) / bs), 1)
+        started = time.perf_counter()
+        loss_sum, correct_sum, seen = 0.0, 0, 0
+        pending: list[tuple] = []
+        last_flush = started
+        first_bad: int | None = None
+
+        def flush():
+            nonlocal loss_sum, correct_sum, seen, first_bad
+            for b, loss, correct, n in pending:
+                value = float(loss)
+                if not math.isfinite(value) and first_bad is None:
+                    first_bad = b
+                    if self.world == 1:  # distributed runs decide together at the epoch's end
+                        self._diverged(epoch, b, batches, value)
+                loss_sum += value * n
+                correct_sum += int(correct)
+                seen += n
+            pending.clear()
+
+        for b in range(batches):
+            idx = rows[b * bs:(b + 1) * bs]
+            if len(idx) == 0:
+                break
+            loss, correct = session.train_step(train_data, idx)
+            pending.append((b + 1, loss, correct, len(idx)))
+            now = time.perf_counter()
+            stats = None
+            if now - last_flush >= FLUSH_SECONDS or b + 1 == batches:
+                flush()
+                last_flush = now
+                if seen:
+                    stats = BatchStats(loss_sum / seen, correct_sum / seen,
+                                       seen / max(now - started, 1e-9))
+            self.reporter.batch(epoch, b + 1, batches, stats)
+        flush()
+        train_seconds = time.perf_counter() - started
+        loss_sum, correct_sum, seen = self._reduced([loss_sum, correct_sum, seen])
+        if not math.isfinite(loss_sum):
+            self._diverged(epoch, first_bad, batches, loss_sum)
+        record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                  "train_accuracy": correct_sum / max(seen, 1),
+                  "val_loss": None, "val_accuracy": None}
+        if val is not None:
+            vloss, vacc, _ = self.evaluate(val)
+            record["val_loss"], record["val_accuracy"] = _finite(vloss), vacc
+        seconds = time.perf_counter() - started
+        record["seconds"] = round(seconds, 4)
+        record["images_per_second"] = round(seen / max(train_seconds, 1e-9), 2)
+        return record
+
+    def _diverged(self, epoch, batch, batches, value):
+        what = "NaN" if math.isnan(value) else "infinite"
+        where = f"epoch {epoch}, batch {batch} of {batches}" if batch else f"epoch {epoch}"
+        lr = self.config.lr
+        notes = [f"optimizer {self.config.optimizer}, learning rate {lr:g}, batch size "
+                 f"{self.config.batch_size}"]
+        if self.out is not None and (self.out / STATE).exists():
+            notes.append(f"the last good epoch is kept in {self.out / LAST}")
+        raise Diverged(f"the training loss became {what} in {where}: training diverged",
+                       notes=notes, code="diverged",
+                       hint=f"lower the learning rate (try --lr {lr / 10:g})")
+
+    # -- files -------------------------------------------------------------------------------
+    def _weights_meta(self, epoch: int) -> dict[str, str]:
+        from .. import __version__
+
+        return {"format": "cnnc-weights", "cnnc_version": __version__,
+                "model_file": self.model_file, "model_sha256": self.hash,
+                "epoch": str(epoch), "backend": self.backend, **self.meta}
+
+    def save_epoch(self, epoch: int, history: list[dict], is_best: bool, best: dict) -> None:
+        out = self.out
+        weights = {k: np.asarray(v, dtype=np.float32)
+                   for k, v in self.session.get_weights().items()}
+        optimizer = {f"optimizer.{k}": np.asarray(v)
+                     for k, v in self.session.get_optimizer_state().items()}
+        meta = self._weights_meta(epoch)
+        state_meta = {**meta, "format": "cnnc-train-state", "next_epoch": str(epoch + 1),
+                      "best_epoch": str(best["epoch"] or ""),
+                      "best_metric": repr(best["metric"]) if best["metric"] is not None else "",
+                      "best_key": self.best_key,
+                      "config": json.dumps(asdict(self.config), sort_keys=True),
+                      "world_size": str(self.world)}
+        with _hold_sigint():
+            save_safetensors(out / LAST, weights, meta)
+            if is_best:
+                save_safetensors(out / BEST, weights, meta)
+            write_metrics(out / METRICS, history)
+            save_safetensors(out / STATE, optimizer, state_meta)  # the commit point
+
+    def fresh_out_dir(self) -> None:
+        """A new run in a folder that holds an old one: remove what would mislead a resume."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in (STATE, LAST, BEST):
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / name).unlink()
+        atomic_write_text(self.out / METRICS, "")
+
+    def load_resume(self, log) -> tuple[int, list[dict], dict]:
+        """Restore weights and optimizer from out_dir; (next epoch, history, best)."""
+        out = self.out
+        state_path, last_path = out / STATE, out / LAST
+        require_resume_files(out, self.model.file)
+        optimizer, smeta = load_safetensors(state_path)
+        weights, wmeta = load_safetensors(last_path)
+        if smeta.get("format") != "cnnc-train-state":
+            raise CnncError(f"cannot resume: {state_path} is not a cnnc training state",
+                            code="weights", hint="train again without --resume")
+        if smeta.get("model_sha256") != self.hash:
+            raise CnncError(
+                f"cannot resume: {self.model.file} has changed since {out} was written",
+                notes=[f"the checkpoint was trained from {smeta.get('model_file', '?')} with "
+                       f"source hash {smeta.get('model_sha256', '?')[:12]}, this file's is "
+                       f"{self.hash[:12]}"],
+                hint="restore the model file, or train from scratch without --resume; flags "
+                     "such as --epochs override the file's settings without changing it",
+                code="weights")
+        done = int(smeta.get("next_epoch", "1")) - 1
+        if wmeta.get("epoch") != str(done):
+            raise CnncError(
+                f"cannot resume: {last_path} holds epoch {wmeta.get('epoch', '?')} but "
+                f"{state_path} was written after epoch {done}",
+                notes=["the run was stopped while it wrote its files"],
+                hint="train again without --resume", code="weights")
+        saved = json.loads(smeta.get("config", "{}"))
+        if saved.get("optimizer", self.config.optimizer) != self.config.optimizer:
+            raise CnncError(
+                f"cannot resume: the run used the {saved['optimizer']} optimizer, not "
+                f"{self.config.optimizer}", code="usage",
+                hint=f"resume with --optimizer {saved['optimizer']}, or train from scratch")
+        changed = [f"{k} {saved[k]} -> {v}" for k, v in asdict(self.config).items()
+                   if k in saved and k != "epochs" and saved[k] != v]
+        if changed:
+            log("warning: resuming with different settings (" + ", ".join(changed)
+                + "); the result will differ from an uninterrupted run")
+        if str(self.world) != smeta.get("world_size", "1"):
+            log(f"warning: the run used {smeta.get('world_size')} processes, this one "
+                f"{self.world}; batches will differ from an uninterrupted run")
+        self.session.set_weights(weights, source=str(last_path))
+        prefix = "optimizer."
+        self.session.set_optimizer_state({k[len(prefix):]: v for k, v in optimizer.items()
+                                          if k.startswith(prefix)})
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            self.session.set_lr(self.config.lr)
+        history = [r for r in read_metrics(out / METRICS)
+                   if "train_loss" in r and isinstance(r.get("epoch"), int)
+                   and r["epoch"] <= done]
+        metric = smeta.get("best_metric", "")
+        best = {"epoch": int(smeta["best_epoch"]) if smeta.get("best_epoch") else None,
+                "metric": float(metric) if metric else None}
+        if smeta.get("best_key", self.best_key) != self.best_key:
+            best = {"epoch": None, "metric": None}  # judged on another figure: start afresh
+        return done + 1, history, best
+
+
+def require_resume_files(out_dir, model_file: str) -> None:
+    """Raise CnncError unless `out_dir` holds a run that can be resumed."""
+    out = Path(out_dir)
+    missing = [out / name for name in (STATE, LAST) if not (out / name).is_file()]
+    if missing:
+        raise CnncError(
+            f"cannot resume: {' and '.join(str(p) for p in missing)} "
+            f"{'does' if len(missing) == 1 else 'do'} not exist",
+            notes=["--resume continues a run that `cnnc train ... --out DIR` started and "
+                   "that completed at least one epoch"],
+            hint=f"train without --resume first: cnnc train {model_file} --out {out}",
+            code="weights")
+
+
+def _finite(value):
+    return value if (value is not None and math.isfinite(value)) else None
+
+
+def write_metrics(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a missing file or a torn last line yields what is whole."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records
+
+
+def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume: bool = False,
+          reporter: Reporter | None = None, log=None, model_file: str | None = None,
+          eval_batch_size: int = 256, test: bool = True, meta: dict | None = None
+          ) -> TrainResult:
+    """Train `session` (a backend Session of `model`) on `dataset` as `config` says.
+
+    out_dir: where metrics and checkpoints go (None: nothing is written). resume: continue the
+    run saved in out_dir. reporter: a cnnc.train.progress reporter (None: silent). log: a
+    callable for warnings (default: the reporter's message). test: evaluate the last weights on
+    the test split at the end. meta: extra string metadata for the weight files.
+
+    Raises CnncError (code "diverged" for a NaN loss); Ctrl-C returns with `interrupted` set.
+    """
+    if resume and out_dir is None:
+        raise CnncError("--resume needs --out DIR: the folder of the run to continue",
+                        code="usage")
+    t = _Trainer(model, session, dataset, config, out_dir=out_dir, reporter=reporter,
+                 model_file=model_file, eval_batch_size=eval_batch_size, meta=meta)
+    log = log or t.reporter.message
+    result = TrainResult(out_dir=str(out_dir) if out_dir is not None else None,
+                         best_key=t.best_key)
+
+    train_rows, val_rows = split_indices(len(dataset.train_x), config.val_split, config.seed)
+    session.configure_optimizer(config)
+    first, history, best = 1, [], {"epoch": None, "metric": None}
+    if resume:
+        first, history, best = t.load_resume(log)
+    elif t.out is not None and t.main:
+        t.fresh_out_dir()
+    result.first_epoch, result.completed_epoch = first, first - 1
+    result.history = history
+    result.best_epoch, result.best_metric = best["epoch"], best["metric"]
+
+    train_data = session.put(dataset.train_x[train_rows], dataset.train_y[train_rows])
+    val = (t.prepare(dataset.train_x[val_rows], dataset.train_y[val_rows])
+           if len(val_rows) else None)
+    per_rank = len(rank_rows(np.arange(len(train_rows)), t.rank, t.world))
+    batches = max(math.ceil(per_rank / config.batch_size), 1)
+
+    epoch = first
+    t.reporter.start(first, config.epochs, batches)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for epoch in range(first, config.epochs + 1):
+                record = t.run_epoch(epoch, train_data, len(train_rows), val)
+                history.append(record)
+                metric = record[t.best_key]
+                is_best = metric is not None and (best["metric"] is None
+                                                  or metric < best["metric"])
+                if is_best:
+                    best = {"epoch": epoch, "metric": metric}
+                if t.main:
+                    t.reporter.epoch_end(record)
+                    if t.out is not None:
+                        t.save_epoch(epoch, history, is_best, best)
+                result.completed_epoch = epoch
+                result.best_epoch, result.best_metric = best["epoch"], best["metric"]
+            epoch = None  # past the epochs: Ctrl-C now interrupts only the test evaluation
+            del train_data, val  # free the backend's memory (a GPU's) for the test split
+            if test and len(dataset.test_x):
+                loss, acc, n = t.evaluate(t.prepare(dataset.test_x, dataset.test_y))
+                result.test = {"test_loss": _finite(loss), "test_accuracy": acc,
+                               "test_images": n, "weights": "last",
+                               "epochs": result.completed_epoch}
+                if t.main and t.out is not None:
+                    with _hold_sigint():
+                        write_metrics(t.out / METRICS, history + [result.test])
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.interrupted_epoch = epoch
+    finally:
+        t.reporter.close()
+    return result

@@ -1,0 +1,372 @@
+"""The torch backend against the NumPy reference, on random valid models.
+
+Hypothesis writes cnnc programs as TEXT -- chains and graphs (a residual add, a concat), every
+op with its options: conv strides, valid/same/explicit/asymmetric padding, dilation, groups,
+depthwise, no bias, fused activations; max/avg/global pooling with padding, ceil rounding and
+count_pad; dense, batchnorm (train and eval), dropout, flatten, every activation -- compiles
+them with cnnc.compile, loads the same weights into both backends and compares the forward
+outputs, the loss, the gradient of every parameter and the gradient of the input.
+
+Shapes are tracked while generating, so almost every program checks; those that do not are
+assumed away. Hypothesis shrinks a failure to a small program, printed as text.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hypothesis import HealthCheck, assume, given, note, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import cnnc  # noqa: E402
+from cnnc.ops.shapes import resolve_pads, window_out  # noqa: E402
+
+ACTS = ["relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu"]
+FUSABLE = [a for a in ACTS if a != "softmax"]  # softmax over a conv's channels is legal, but rare
+
+TOL = {"float32": 1e-4, "float64": 1e-9}
+# ~60 examples keep the suite under a minute; CNNC_AGREEMENT_EXAMPLES=1000 for a deeper search
+EXAMPLES = int(os.environ.get("CNNC_AGREEMENT_EXAMPLES", "60"))
+
+
+# -- generating programs -------------------------------------------------------------------------
+
+
+class Prog:
+    """Program text being written, with the current tensor's shape."""
+
+    def __init__(self, h, w, c):
+        self.lines = [f"input {h}x{w}x{c}"]
+        self.shape = (h, w, c)
+        self.names = 0
+
+    def fresh(self) -> str:
+        self.names += 1
+        return f"t{self.names}"
+
+
+def _pad_attr(text: str):
+    """A pad= value as the checker holds it: valid, same or (top, bottom, left, right)."""
+    if text in ("valid", "same"):
+        return text
+    v = tuple(int(p) for p in text.split("x"))
+    if len(v) == 1:
+        return v * 4
+    if len(v) == 2:
+        return (v[0], v[0], v[1], v[1])
+    return v
+
+
+@st.composite
+def conv_stmt(draw, p: Prog, depthwise=False):
+    h, w, c = p.shape
+    kh = draw(st.integers(1, min(3, h + 2)))
+    kw = draw(st.sampled_from([kh, draw(st.integers(1, min(3, w + 2)))]))
+    stride = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2)]))
+    dil = draw(st.sampled_from([(1, 1), (1, 1), (1, 1), (2, 2), (2, 1)]))
+    pad = draw(st.sampled_from(["valid", "same", "same", "1", "0x1", "1x0x0x2", "2x1x1x0"]))
+    if depthwise:
+        mult = draw(st.integers(1, 2))
+        cout, groups, head = c * mult, c, f"dwconv {kh}x{kw}"
+        opts = [f"multiplier={mult}"] if mult != 1 else []
+    else:
+        groups = draw(st.sampled_from([g for g in (1, 1, 2, 3) if c % g == 0]))
+        cout = groups * draw(st.integers(1, 3))
+        head = f"conv {cout} {kh}x{kw}"
+        opts = [f"groups={groups}"] if groups != 1 else []
+    pads = resolve_pads(_pad_attr(pad), (h, w), (kh, kw), stride, dil)
+    oh = window_out(h, kh, stride[0], pads[:2], dil[0])
+    ow = window_out(w, kw, stride[1], pads[2:], dil[1])
+    assume(oh >= 1 and ow >= 1)
+    if stride != (1, 1):
+        opts.append(f"stride={stride[0]}x{stride[1]}")
+    if pad != "valid":
+        opts.append(f"pad={pad}")
+    if dil != (1, 1):
+        opts.append(f"dilation={dil[0]}x{dil[1]}")
+    if draw(st.booleans()) and draw(st.booleans()):
+        opts.append("bias=false")
+    act = draw(st.sampled_from([None, None, *FUSABLE]))
+    text = " ".join([head, *([act] if act else []), *opts])
+    p.shape = (oh, ow, cout)
+    return text
+
+
+@st.composite
+def pool_stmt(draw, p: Prog):
+    h, w, c = p.shape
+    kind = draw(st.sampled_from(["max", "avg"]))
+    k = draw(st.integers(1, min(3, h, w)))
+    stride = draw(st.sampled_from([None, 1, 2]))
+    s = stride or k
+    pad = draw(st.sampled_from(["valid", "valid", "same", "1", "1x0x1x0", "0x1x0x1"]))
+    ceil = draw(st.booleans())
+    count_pad = kind == "avg" and draw(st.booleans())
+    pads = resolve_pads(_pad_attr(pad), (h, w), (k, k), (s, s), (1, 1))
+    assume(all(2 * p_ <= k for p_ in pads))
+    oh = window_out(h, k, s, pads[:2], 1, ceil)
+    ow = window_out(w, k, s, pads[2:], 1, ceil)
+    assume(oh >= 1 and ow >= 1)
+    opts = []
+    if stride is not None:
+        opts.append(f"stride={stride}")
+    if pad != "valid":
+        opts.append(f"pad={pad}")
+    if ceil:
+        opts.append("ceil=true")
+    if count_pad:
+        opts.append("count_pad=true")
+    p.shape = (oh, ow, c)
+    return " ".join([f"pool {kind} {k}", *opts])
+
+
+def act_stmt(draw, channels: int) -> str:
+    # softmax over one channel is the constant 1: a degenerate model (a batchnorm after it
+    # divides rounding noise by sqrt(eps)), not a test of either backend
+    act = draw(st.sampled_from(ACTS if channels > 1 else [a for a in ACTS if a != "softmax"]))
+    if act == "leaky_relu" and draw(st.booleans()):
+        return "leaky_relu 0.2"
+    if act == "elu" and draw(st.booleans()):
+        return "elu 0.5"
+    return act
+
+
+@st.composite
+def image_stage(draw, p: Prog, training: bool):
+    kind = draw(st.sampled_from(["conv", "conv", "dwconv", "pool", "bn", "act", "dropout",
+                                 "add", "concat"]))
+    if kind == "conv":
+        p.lines.append(draw(conv_stmt(p)))
+    elif kind == "dwconv":
+        p.lines.append(draw(conv_stmt(p, depthwise=True)))
+    elif kind == "pool":
+        p.lines.append(draw(pool_stmt(p)))
+    elif kind == "bn":
+        p.lines.append("bn" if draw(st.booleans()) else "batchnorm eps=0.001 momentum=0.2")
+    elif kind == "act":
+        p.lines.append(act_stmt(draw, p.shape[2]))
+    elif kind == "dropout":
+        p.lines.append("dropout 0" if training else f"dropout {draw(st.sampled_from([0.2, 0.5]))}")
+    elif kind == "add":  # a residual: a shape-keeping branch added to the block's input
+        h, w, c = p.shape
+        skip = p.fresh()
+        p.lines.append(f"{skip} = here")
+        p.lines.append(f"conv {c} 3x3 pad=same {draw(st.sampled_from(['relu', 'tanh']))}")
+        if draw(st.booleans()):
+            p.lines.append("bn")
+        p.lines.append(f"add {skip}")
+    else:  # concat: two branches from one tensor, joined along channels
+        h, w, c = p.shape
+        a, b = p.fresh(), p.fresh()
+        p.lines.append(f"{a} = here")
+        c1, c2 = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        p.lines.append(f"conv {c1} 3x3 pad=same")
+        p.lines.append(f"{b} = here")
+        p.lines.append(f"from {a}")
+        p.lines.append(f"conv {c2} 1x1 relu")
+        p.lines.append(f"concat {b}")
+        p.shape = (h, w, c1 + c2)
+
+
+@st.composite
+def programs(draw):
+    """(program text, training mode, loss name)."""
+    training = draw(st.booleans())
+    if draw(st.integers(0, 9)) == 0:  # a flat input: an MLP
+        n = draw(st.integers(2, 12))
+        lines = [f"input {n}"]
+        features = n
+    else:
+        p = Prog(draw(st.integers(3, 9)), draw(st.integers(3, 9)), draw(st.integers(1, 4)))
+        for _ in range(draw(st.integers(1, 4))):
+            draw(image_stage(p, training))
+        lines = p.lines
+        if draw(st.booleans()):
+            lines.append("flatten")
+            features = p.shape[0] * p.shape[1] * p.shape[2]
+        else:
+            mode = draw(st.sampled_from(["avg", "max"]))
+            lines.append(f"pool global {mode}")
+            features = p.shape[2]
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["dense", "act", "bn", "dropout"]))
+        if kind == "dense":
+            features = draw(st.integers(1, 6))
+            acts = ACTS if features > 1 else [a for a in ACTS if a != "softmax"]
+            act = draw(st.sampled_from([None, *acts]))
+            lines.append(f"dense {features}" + (f" {act}" if act else "")
+                         + (" bias=false" if draw(st.booleans()) and draw(st.booleans()) else ""))
+        elif kind == "act":
+            lines.append(act_stmt(draw, features))
+        elif kind == "bn":
+            lines.append("bn")
+        else:
+            lines.append("dropout 0" if training else "dropout 0.3")
+    loss = draw(st.sampled_from(["auto", "auto", "auto", "mse"]))
+    classes = draw(st.sampled_from([1, 2, 3, 4])) if loss == "auto" else draw(st.integers(2, 4))
+    if classes == 1:
+        final = draw(st.sampled_from(["sigmoid", "sigmoid", None]))
+    else:
+        final = draw(st.sampled_from(["softmax", "softmax", None, "tanh"]))
+    lines.append(f"dense {classes}" + (f" {final}" if final else ""))
+    if draw(st.booleans()) and final in ("softmax", "sigmoid"):  # the final activation apart
+        lines[-1] = f"dense {classes}"
+        lines.append(final)
+    return "\n".join(lines) + "\n", training, loss
+
+
+# -- comparing -----------------------------------------------------------------------------------
+
+
+def random_weights(session, seed):
+    """Weights of every kind, BN statistics included, so eval-mode BN is not the identity."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in session.get_weights().items():
+        if k.endswith("running_var"):
+            out[k] = rng.uniform(0.5, 2.0, v.shape)
+        elif k.endswith("running_mean") or k.endswith(".bias"):
+            out[k] = rng.normal(0, 0.3, v.shape)
+        elif v.ndim == 1:  # batchnorm scale
+            out[k] = rng.uniform(0.5, 1.5, v.shape)
+        else:
+            fan_in = int(np.prod(v.shape[1:]))
+            out[k] = rng.uniform(-1, 1, v.shape) * np.sqrt(3.0 / fan_in)
+    return out
+
+
+def rel_err(a, b, floor):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), floor))
+
+
+def compare(text, *, training, loss="auto", dtype="float32", seed=0, batch=4,
+            channels_last=False):
+    model = cnnc.compile(text)
+    assert model.ok, model.diagnostics
+    model.summary()  # every program that checks also summarises
+    npy = model.to_backend("numpy", seed=seed, loss=loss, dtype=dtype)
+    tch = model.to_backend("torch", seed=seed, loss=loss, dtype=dtype, device="cpu",
+                           channels_last=channels_last)
+    # one seed: one set of initial weights, whatever the backend
+    w0n, w0t = npy.get_weights(), tch.get_weights()
+    assert list(w0n) == list(w0t)
+    for k in w0n:
+        np.testing.assert_array_equal(w0n[k], w0t[k])
+    weights = random_weights(npy, seed)
+    npy.set_weights(weights)
+    tch.set_weights(weights)
+    rng = np.random.default_rng(seed + 1)
+    shape = model.input_shape
+    x = rng.normal(0, 1, (batch, shape[2], shape[0], shape[1]) if len(shape) == 3
+                   else (batch, shape[0])).astype(dtype)
+    classes = model.output_shape[0]
+    y = rng.integers(0, max(classes, 2), batch)
+
+    def run(session, x):
+        loss, grads, out = session.gradients(x, y, training=training, input_grad=True)
+        grads["<input>"] = session.input_grad
+        weights = session.get_weights()  # batchnorm's running statistics moved in training
+        pred = session.predict(x.transpose(0, 2, 3, 1) if x.ndim == 4 else x)
+        return {"outputs": out, "loss": np.asarray(loss), "predictions": pred,
+                **{f"gradient of {k}": g for k, g in grads.items()},
+                **{f"{k} after the step": w for k, w in weights.items()}}
+
+    got, ref = run(tch, x), run(npy, x)
+    assert sorted(got) == sorted(ref)
+    # The truth: the reference in float64. In float64 the backends must agree to ~1e-9. In
+    # float32 both round, and a badly conditioned model (a training-mode batchnorm over a few,
+    # nearly equal values) amplifies rounding: torch must be within 1e-4 of the truth, or at
+    # least as close to it as the reference's own float32 result (within 4x).
+    exact = ref
+    if dtype == "float32":
+        ref64 = model.to_backend("numpy", seed=seed, loss=loss, dtype="float64")
+        ref64.set_weights(weights)
+        exact = run(ref64, x.astype(np.float64))
+    tol = TOL[dtype]
+    # Errors are relative to each array's largest value, down to a floor below which they are
+    # absolute (values near 0 carry no relative precision). A gradient may also be within tol
+    # of the model's largest gradient: a small gradient born of cancellation (a bias before a
+    # training-mode batchnorm, which takes any shift away again, is 0 in exact arithmetic)
+    # comes out of both backends as rounding noise on the scale of the other gradients.
+    floor = 1e-2 if dtype == "float32" else 1e-4
+    scale = max(np.abs(v).max() for k, v in exact.items() if k.startswith("gradient") and v.size)
+    for k in ref:
+        if dtype == "float64":
+            err, allowed = rel_err(got[k], ref[k], floor), tol
+        else:
+            err, ref_err = rel_err(got[k], exact[k], floor), rel_err(ref[k], exact[k], floor)
+            allowed = max(tol, 4 * ref_err)
+        if err < allowed:
+            continue
+        if k.startswith("gradient") and rel_err(got[k], exact[k], max(floor, scale)) < tol:
+            continue
+        pytest.fail(f"{k} differs: error {err:.3g} (allowed {allowed:.3g})\n"
+                    f"torch {got[k]}\nnumpy {ref[k]}")
+
+
+# -- the properties ------------------------------------------------------------------------------
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.data_too_large])
+@given(programs(), st.sampled_from(["float32", "float64"]), st.booleans())
+def test_random_models_agree(program, dtype, channels_last):
+    text, training, loss = program
+    note(f"program ({'train' if training else 'eval'} mode, loss {loss}, {dtype}):\n{text}")
+    assume(cnnc.compile(text).ok)
+    compare(text, training=training, loss=loss, dtype=dtype, channels_last=channels_last)
+
+
+# Hand-picked cases, each a corner PyTorch's layers do not cover directly.
+CASES = {
+    "same, stride 2, even size (pads 0/1)": "input 6x6x2; conv 3 3x3 stride=2 pad=same relu",
+    "explicit asymmetric pads": "input 5x7x1; conv 2 3x2 pad=1x0x0x2 dilation=2x1",
+    "max pool, asymmetric pad": "input 5x5x2; pool max 2 stride=2 pad=same",
+    "max pool, ceil with pads": "input 6x6x1; pool max 2 stride=2 pad=1 ceil=true",
+    "avg pool, ceil, count_pad=false": "input 7x7x2; pool avg 3 stride=2 pad=1 ceil=true",
+    "avg pool, ceil, count_pad=true": "input 7x7x2; pool avg 3 stride=2 pad=1 ceil=true "
+                                      "count_pad=true",
+    "avg pool, asymmetric pads, count_pad": "input 6x5x1; pool avg 3 stride=2 pad=1x0x0x1 "
+                                            "ceil=true count_pad=true",
+    "avg pool, asymmetric pads": "input 6x5x1; pool avg 2 pad=0x1x1x0 ceil=true",
+    "depthwise with multiplier": "input 6x6x3; dwconv 3x3 multiplier=2 pad=same bias=false; bn",
+    "groups": "input 5x5x4; conv 6 3x3 groups=2 elu",
+    "global max, keepdims": "input 4x4x3; relu; pool global max keepdims=true; conv 2 1x1",
+    "softmax over channels": "input 4x4x3; conv 3 1x1 softmax",
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("case", list(CASES))
+def test_corner_cases_agree(case, training, dtype):
+    text = CASES[case].replace("; ", "\n") + "\nflatten\ndense 3 softmax\n"
+    assert cnnc.compile(text).ok, cnnc.compile(text).diagnostics
+    compare(text, training=training, dtype=dtype)
+
+
+def test_residual_block_agrees():
+    text = """input 8x8x3
+block basic(c):
+    x = here
+    conv c 3x3 pad=same bias=false; bn; relu
+    conv c 3x3 pad=same bias=false; bn
+    add x
+    relu
+conv 4 3x3 pad=same
+basic(4) x2
+gap
+dense 5 softmax
+"""
+    for training in (True, False):
+        compare(text, training=training, dtype="float64")
