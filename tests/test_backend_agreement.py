@@ -30,6 +30,7 @@ ACTS = ["relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gel
 FUSABLE = [a for a in ACTS if a != "softmax"]  # softmax over a conv's channels is legal, but rare
 
 TOL = {"float32": 1e-4, "float64": 1e-9}
+EPS_RATIO = float(np.finfo(np.float32).eps / np.finfo(np.float64).eps)  # 2**29
 # ~60 examples keep the suite under a minute; CNNC_AGREEMENT_EXAMPLES=1000 for a deeper search
 EXAMPLES = int(os.environ.get("CNNC_AGREEMENT_EXAMPLES", "60"))
 
@@ -282,32 +283,36 @@ def compare(text, *, training, loss="auto", dtype="float32", seed=0, batch=4,
 
     got, ref = run(tch, x), run(npy, x)
     assert sorted(got) == sorted(ref)
-    # The truth: the reference in float64. In float64 the backends must agree to ~1e-9. In
-    # float32 both round, and a badly conditioned model (a training-mode batchnorm over a few,
-    # nearly equal values) amplifies rounding: torch must be within 1e-4 of the truth, or at
-    # least as close to it as the reference's own float32 result (within 4x).
+    # The truth: the reference in float64. In float64 the backends must agree to ~1e-9.
     exact = ref
     if dtype == "float32":
         ref64 = model.to_backend("numpy", seed=seed, loss=loss, dtype="float64")
         ref64.set_weights(weights)
         exact = run(ref64, x.astype(np.float64))
+        tch64 = model.to_backend("torch", seed=seed, loss=loss, dtype="float64", device="cpu")
+        tch64.set_weights(weights)
+        noise64 = run(tch64, x.astype(np.float64))
     tol = TOL[dtype]
     # Errors are relative to each array's largest value, down to a floor below which they are
-    # absolute (values near 0 carry no relative precision). A gradient may also be within tol
-    # of the model's largest gradient: a small gradient born of cancellation (a bias before a
-    # training-mode batchnorm, which takes any shift away again, is 0 in exact arithmetic)
-    # comes out of both backends as rounding noise on the scale of the other gradients.
+    # absolute (values near 0 carry no relative precision).
+    #
+    # In float32 both backends round, and a badly conditioned model amplifies rounding: a
+    # training-mode batchnorm over a few nearly equal values (a bias, then global pooling, then
+    # bn) subtracts a mean from numbers that agree in most of their digits, and the gradient of
+    # that bias, 0 in exact arithmetic, is pure rounding noise. How much a result amplifies
+    # rounding is measured, not guessed: the two backends' disagreement in float64 is rounding
+    # noise alone, and scaled by the ratio of the two epsilons (2**29) it is the disagreement
+    # to expect in float32. Torch must be within 1e-4 of the truth, or as close to it as the
+    # reference's own float32 result (within 4x), or within 4x that expected rounding noise.
     floor = 1e-2 if dtype == "float32" else 1e-4
-    scale = max(np.abs(v).max() for k, v in exact.items() if k.startswith("gradient") and v.size)
     for k in ref:
         if dtype == "float64":
             err, allowed = rel_err(got[k], ref[k], floor), tol
         else:
             err, ref_err = rel_err(got[k], exact[k], floor), rel_err(ref[k], exact[k], floor)
-            allowed = max(tol, 4 * ref_err)
+            amplified = rel_err(noise64[k], exact[k], floor) * EPS_RATIO
+            allowed = max(tol, 4 * ref_err, 4 * amplified)
         if err < allowed:
-            continue
-        if k.startswith("gradient") and rel_err(got[k], exact[k], max(floor, scale)) < tol:
             continue
         pytest.fail(f"{k} differs: error {err:.3g} (allowed {allowed:.3g})\n"
                     f"torch {got[k]}\nnumpy {ref[k]}")
