@@ -302,17 +302,29 @@ def compare(text, *, training, loss="auto", dtype="float32", seed=0, batch=4,
     # that bias, 0 in exact arithmetic, is pure rounding noise. How much a result amplifies
     # rounding is measured, not guessed: the two backends' disagreement in float64 is rounding
     # noise alone, and scaled by the ratio of the two epsilons (2**29) it is the disagreement
-    # to expect in float32. Torch must be within 1e-4 of the truth, or as close to it as the
-    # reference's own float32 result (within 4x), or within 4x that expected rounding noise.
+    # to expect in float32. Torch must be within 1e-4 of the truth, or within 4x the rounding
+    # noise measured (the reference's own float32 error) or expected (scaled float64) for it.
     floor = 1e-2 if dtype == "float32" else 1e-4
+    scale = max(np.abs(v).max() for k, v in exact.items() if k.startswith("gradient") and v.size)
+    noise = {}  # per result: the float32 rounding noise measured or expected for it
+    if dtype == "float32":
+        for k in ref:
+            noise[k] = max(rel_err(ref[k], exact[k], floor),
+                           rel_err(noise64[k], exact[k], floor) * EPS_RATIO)
+    # One realisation of rounding noise can be lucky; the model's worst is what its
+    # conditioning allows anywhere (it is ~1e-6 for most models, so 1e-4 still holds for them).
+    model_noise = max(noise.values(), default=0.0)
     for k in ref:
         if dtype == "float64":
             err, allowed = rel_err(got[k], ref[k], floor), tol
         else:
-            err, ref_err = rel_err(got[k], exact[k], floor), rel_err(ref[k], exact[k], floor)
-            amplified = rel_err(noise64[k], exact[k], floor) * EPS_RATIO
-            allowed = max(tol, 4 * ref_err, 4 * amplified)
+            err = rel_err(got[k], exact[k], floor)
+            allowed = max(tol, 4 * noise[k], model_noise)
         if err < allowed:
+            continue
+        # A gradient that is 0 in exact arithmetic (a bias before a training-mode batchnorm,
+        # which takes any shift away again) is rounding noise on the scale of the others.
+        if k.startswith("gradient") and rel_err(got[k], exact[k], max(floor, scale)) < allowed:
             continue
         pytest.fail(f"{k} differs: error {err:.3g} (allowed {allowed:.3g})\n"
                     f"torch {got[k]}\nnumpy {ref[k]}")
@@ -375,3 +387,12 @@ dense 5 softmax
 """
     for training in (True, False):
         compare(text, training=training, dtype="float64")
+
+
+@pytest.mark.parametrize("stride", ["1x2", "2"])
+def test_strided_1x1_conv_in_channels_last(stride):
+    # torch 2.13's CPU conv gets this weight gradient wrong in float32 channels_last (up to 90%
+    # off); the lowering subsamples instead. A ResNet's downsampling shortcut is this layer.
+    text = (f"input 5x6x2\nconv 3 1x1 stride={stride} pad=2x1x1x0 bias=false\n"
+            f"conv 4 1x1 stride={stride}\npool global avg\ndense 3 softmax\n")
+    compare(text, training=True, dtype="float32", channels_last=True)

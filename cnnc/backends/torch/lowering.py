@@ -91,20 +91,33 @@ def _pad_arg(pads) -> tuple[int, int, int, int]:
 class Conv2d(_FusedActivation, nn.Conv2d):
     """nn.Conv2d with the language's padding (any of top/bottom/left/right) and activation."""
 
-    def __init__(self, *args, pads=(0, 0, 0, 0), activation=None, **kw):
+    def __init__(self, in_channels, out_channels, kernel_size, *, stride=(1, 1),
+                 pads=(0, 0, 0, 0), activation=None, **kw):
         top, bottom, left, right = pads
-        self.symmetric = top == bottom and left == right
-        super().__init__(*args, padding=(top, left) if self.symmetric else 0, **kw)
+        # A strided 1x1 conv (ResNet's downsampling shortcut) is a 1x1 conv of every s-th
+        # pixel: the input is subsampled first. Cheaper, and it sidesteps a PyTorch CPU bug:
+        # in float32 with channels_last, the weight gradient of a 1x1 conv with stride (1, 2)
+        # comes out wrong (torch 2.13, oneDNN); tests/test_backend_agreement.py found it.
+        self.subsample = tuple(kernel_size) == (1, 1) and tuple(stride) != (1, 1)
+        self.symmetric = top == bottom and left == right and not (self.subsample and any(pads))
+        super().__init__(in_channels, out_channels, kernel_size,
+                         stride=(1, 1) if self.subsample else stride,
+                         padding=(top, left) if self.symmetric else 0, **kw)
         self.pre_pad = None if self.symmetric else _pad_arg(pads)
+        self.step = tuple(stride)
         self.activation = activation
 
     def forward(self, x, activate: bool = True):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)  # zeros, asymmetric: TF's 'same' puts the extra one after
+        if self.subsample:
+            x = x[:, :, ::self.step[0], ::self.step[1]]
         return self._activate(super().forward(x), activate)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
+        if self.subsample:
+            s += f", subsample={self.step}"
         if self.pre_pad is not None:
             s += f", pads(t,b,l,r)={tuple(self.pre_pad[i] for i in (2, 3, 0, 1))}"
         return s + self._activation_repr()
