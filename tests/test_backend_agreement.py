@@ -389,10 +389,10 @@ dense 5 softmax
         compare(text, training=training, dtype="float64")
 
 
-@pytest.mark.parametrize("stride", ["1x2", "2"])
-def test_strided_1x1_conv_in_channels_last(stride):
-    # torch 2.13's CPU conv gets this weight gradient wrong in float32 channels_last (up to 90%
-    # off); the lowering subsamples instead. A ResNet's downsampling shortcut is this layer.
-    text = (f"input 5x6x2\nconv 3 1x1 stride={stride} pad=2x1x1x0 bias=false\n"
-            f"conv 4 1x1 stride={stride}\npool global avg\ndense 3 softmax\n")
-    compare(text, training=True, dtype="float32", channels_last=True)
+@pytest.mark.parametrize("training", [True, False])
+def test_strided_1x1_conv_in_channels_last(training):
+    # torch 2.13's CPU conv gets this weight gradient wrong in float32 channels_last (40% off
+    # here); the lowering subsamples instead. A ResNet's downsampling shortcut is such a layer.
+    text = ("input 3x3x2\nconv 1 1x1 stride=1x2 pad=2x1x1x0 bias=false\npool global avg\n"
+            "dense 1 sigmoid\n")
+    compare(text, training=training, dtype="float32", channels_last=True)
