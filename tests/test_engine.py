@@ -398,3 +398,62 @@ def test_reporter_calls_and_plain_lines():
                        "val_loss": None, "val_accuracy": None, "seconds": 75,
                        "images_per_second": 10}, 2)
     assert line == "epoch 1/2  train_loss nan  train_acc 0.5000  10 img/s  1m15s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+class RecordingSession(FakeSession):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.rates = []
+
+    def train_step(self, data, idx):
+        self.rates.append(self.lr)
+        return super().train_step(data, idx)
+
+
+def test_cosine_schedule_is_pytorchs_cosine_annealing():
+    torch = pytest.importorskip("torch")
+    config = TrainConfig(epochs=3, batch_size=8, val_split=0.2, seed=3, schedule="cosine", lr=0.1)
+    session = RecordingSession()
+    train(fake_model(), session, fake_data(), config)
+    steps = len(session.rates)  # 40 training rows, batch 8: 5 steps an epoch
+    assert steps == 15
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    expected = []
+    for _ in range(steps):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(session.rates, expected, rtol=1e-12)
+    assert session.rates[0] == 0.1 and session.rates[-1] < 0.01
+
+
+def test_constant_schedule_never_touches_the_rate():
+    session = RecordingSession()
+    train(fake_model(), session, fake_data(), CONFIG)
+    assert set(session.rates) == {CONFIG.lr}
+
+
+def test_cosine_resume_continues_the_same_rates(tmp_path):
+    config = TrainConfig(epochs=3, batch_size=8, val_split=0.2, seed=3, schedule="cosine")
+    full = RecordingSession()
+    train(fake_model(), full, fake_data(), config, out_dir=tmp_path / "full")
+    cut = RecordingSession(interrupt_at=(2, 3))
+    train(fake_model(), cut, fake_data(), config, out_dir=tmp_path / "cut")
+    rest = RecordingSession()
+    train(fake_model(), rest, fake_data(), config, out_dir=tmp_path / "cut", resume=True)
+    assert rest.rates == full.rates[5:]  # epochs 2 and 3, rate for rate
+    np.testing.assert_array_equal(rest.w, full.w)
+
+
+def test_cosine_resume_with_more_epochs_warns(tmp_path):
+    config = TrainConfig(epochs=2, batch_size=8, val_split=0.2, seed=3, schedule="cosine")
+    train(fake_model(), FakeSession(), fake_data(), config, out_dir=tmp_path)
+    warnings = []
+    train(fake_model(), FakeSession(), fake_data(), config.merged(epochs=3), out_dir=tmp_path,
+          resume=True, log=warnings.append)
+    assert any("epochs 2 -> 3" in w for w in warnings), warnings

@@ -109,8 +109,8 @@ def _config(model, args):
 
     base = model.train_config or TrainConfig()
     flags = {k: getattr(args, k, None) for k in
-             ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "loss",
-              "seed", "val_split", "data")}
+             ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+              "loss", "seed", "val_split", "data")}
     if flags["data"] is not None and os.path.isdir(flags["data"]) and \
             base.data in _SEARCHED:
         flags["data"] = None  # a folder to search for the file's data set; see _load_data
@@ -175,7 +175,9 @@ def _train(model, args) -> int:
     say(f"{model.name}: {params:,} parameters | backend {getattr(session, 'backend', backend)} | "
         f"data {ds.name} {shape}, {len(ds.train_x) - n_val:,} train / {n_val:,} val / "
         f"{len(ds.test_x):,} test | {config.epochs} epoch{'s' * (config.epochs != 1)}, "
-        f"batch {config.batch_size}, {opt} lr {config.lr:g}" + (", resuming" if args.resume else ""), flush=True)
+        f"batch {config.batch_size}, {opt} lr {config.lr:g}"
+        + (f" {config.schedule}" if config.schedule != "constant" else "")
+        + (", resuming" if args.resume else ""), flush=True)
 
     reporter = make_reporter(sys.stdout)
     result = train(model, session, ds, config, out_dir=args.out, resume=args.resume,
@@ -229,7 +231,8 @@ def resume_command(args) -> str:
     words = ["cnnc", "train", args.file]
     flags = [("backend", "--backend"), ("data", "--data"), ("epochs", "--epochs"),
              ("batch_size", "--batch-size"), ("lr", "--lr"), ("optimizer", "--optimizer"),
-             ("momentum", "--momentum"), ("weight_decay", "--weight-decay"), ("loss", "--loss"),
+             ("momentum", "--momentum"), ("weight_decay", "--weight-decay"),
+             ("schedule", "--schedule"), ("loss", "--loss"),
              ("seed", "--seed"), ("val_split", "--val-split"), ("limit", "--limit"),
              ("out", "--out")]
     for attr, flag in flags:

@@ -20,6 +20,7 @@ from ..ops.args import bind
 
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainConfig:
     momentum: float = 0.0  # sgd
     nesterov: bool = False  # sgd
     weight_decay: float = 0.0
+    schedule: str = "constant"  # cosine: from lr down to 0 over all the steps, step by step
     epochs: int = 10
     batch_size: int = 64
     seed: int = 0
@@ -53,6 +55,7 @@ _SETTINGS = {
     "lr": ((Arg("lr", "float", min=0.0),), ()),
     "momentum": ((Arg("momentum", "float", min=0.0),), ()),
     "weight_decay": ((Arg("weight_decay", "float", min=0.0),), ()),
+    "schedule": ((Arg("schedule", "enum", choices=SCHEDULES),), ()),
     "epochs": ((Arg("epochs", "int", min=1),), ()),
     "batch": ((Arg("batch_size", "int", min=1),), ()),
     "batch_size": ((Arg("batch_size", "int", min=1),), ()),

@@ -96,6 +96,19 @@ def rank_rows(perm: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return perm[:usable][rank::world_size]
 
 
+def scheduled_lr(config: TrainConfig, epoch: int, batch: int, batches: int) -> float:
+    """The learning rate of step `batch` (0-based) of `epoch` (1-based).
+
+    cosine: lr x (1 + cos(pi x t / T)) / 2 over the run's T steps, as PyTorch's
+    CosineAnnealingLR with T_max = T and eta_min = 0, stepped every batch. A function of the
+    step alone, so a resumed run follows the uninterrupted run's rates exactly.
+    """
+    if config.schedule == "constant":
+        return config.lr
+    t = (epoch - 1) * batches + batch
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * t / (config.epochs * batches)))
+
+
 def model_hash(model) -> str:
     return hashlib.sha256(model.source.encode("utf-8")).hexdigest()
 
@@ -224,6 +237,8 @@ class _Trainer:
             idx = rows[b * bs:(b + 1) * bs]
             if len(idx) == 0:
                 break
+            if config.schedule != "constant":
+                session.set_lr(scheduled_lr(config, epoch, b, batches))
             loss, correct = session.train_step(train_data, idx)
             pending.append((b + 1, loss, correct, len(idx)))
             now = time.perf_counter()
@@ -332,7 +347,8 @@ class _Trainer:
                 f"{self.config.optimizer}", code="usage",
                 hint=f"resume with --optimizer {saved['optimizer']}, or train from scratch")
         changed = [f"{k} {saved[k]} -> {v}" for k, v in asdict(self.config).items()
-                   if k in saved and k != "epochs" and saved[k] != v]
+                   if k in saved and saved[k] != v
+                   and (k != "epochs" or self.config.schedule != "constant")]
         if changed:
             log("warning: resuming with different settings (" + ", ".join(changed)
                 + "); the result will differ from an uninterrupted run")
