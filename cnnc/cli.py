@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "adam"])
     p.add_argument("--momentum", type=float, metavar="F", help="SGD momentum")
     p.add_argument("--weight-decay", type=float, metavar="F")
+    p.add_argument("--schedule", choices=["constant", "cosine"],
+                   help="learning rate: constant, or cosine decay to 0 over the run")
     p.add_argument("--loss", choices=["auto", "cross_entropy", "bce", "mse"])
     p.add_argument("--seed", type=int, metavar="N")
     p.add_argument("--val-split", type=float, metavar="F",
