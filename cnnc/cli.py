@@ -1,7 +1,8 @@
 """The `cnnc` command line: check, summary, train, eval.
 
-Start-up matters: `cnnc check` imports lark, networkx and cnnc's front end, nothing more. rich is
-imported by the commands that draw tables or progress bars, numpy and torch by those that compute.
+Start-up matters: `cnnc check` imports lark and cnnc's front end, nothing more. rich is imported
+by the commands that draw tables or progress bars, numpy and torch by those that compute, and
+networkx only by code that asks for `LayerGraph.nx`.
 Every user-facing failure prints a diagnostic and exits 1; a malformed command line exits 2.
 """
 
@@ -44,6 +45,7 @@ def print_diagnostics(diagnostics, sources: dict[str, str], stream=None) -> None
 
 
 def cmd_check(args) -> int:
+    from .analysis.summary import total_params
     from .diagnostics import ERROR, render_json
 
     all_diags = []
@@ -55,7 +57,7 @@ def cmd_check(args) -> int:
         all_diags.extend(model.diagnostics)
         if model.ok:
             summaries.append(f"{model.file}: ok ({len(model.graph)} layers, "
-                             f"{model.summary().total_params:,} parameters)")
+                             f"{total_params(model.graph):,} parameters)")
     ok = not any(d.severity == ERROR for d in all_diags)
     if args.json:
         print(render_json(all_diags))

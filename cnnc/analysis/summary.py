@@ -96,6 +96,12 @@ def summarize(graph: LayerGraph, model: str) -> Summary:
                    activation_bytes=act, sequential=graph.is_sequential())
 
 
+def total_params(graph: LayerGraph) -> int:
+    """Summary.total_params without the rest of the summary (what `cnnc check` prints)."""
+    return sum(prod(s) for layer in graph.layers()
+               for s in (*layer.params.values(), *layer.buffers.values()))
+
+
 def human(n: float, unit: str = "") -> str:
     """1.82 G, 11.69 M, 54.41 K: three significant figures, SI prefixes.
 

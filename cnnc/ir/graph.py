@@ -1,12 +1,11 @@
-"""The layer graph: a networkx DAG whose nodes are layers, each knowing the text it came from."""
+"""The layer graph: a DAG whose nodes are layers, each knowing the text it came from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from ..diagnostics import Span
+from ..ops import ACTIVATIONS
 
 
 @dataclass
@@ -31,8 +30,6 @@ class Layer:
     @property
     def activation(self) -> str | None:
         """The activation this layer applies, fused (conv 32 3 relu) or standalone (relu)."""
-        from ..ops import ACTIVATIONS
-
         if self.op in ACTIVATIONS:
             return self.op
         return self.attrs.get("activation")
@@ -42,44 +39,83 @@ class Layer:
 
 
 class LayerGraph:
-    """Layers in a networkx DiGraph (edge u -> v: v reads u's output), in topological order."""
+    """Layers in topological order, with an edge u -> v where v reads u's output.
+
+    The graph lives in plain dicts, in the order layers were added (inputs before the layers that
+    read them): importing networkx takes longer than checking a model does. `nx` gives the same
+    graph as a networkx DiGraph, for code that wants graph algorithms.
+    """
 
     def __init__(self):
-        self.nx = nx.DiGraph()
+        self._layers: dict[str, Layer] = {}
+        self._consumers: dict[str, dict[str, None]] = {}  # name -> readers, an ordered set
+        self._nx = None  # the networkx DiGraph, built on first use
         self.input: str | None = None
         self.output: str | None = None
 
+    @property
+    def nx(self):
+        """The graph as a networkx DiGraph (node attribute `layer`), built on first use.
+
+        A copy: changing it leaves the LayerGraph as it was."""
+        if self._nx is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            for layer in self._layers.values():
+                g.add_node(layer.name, layer=layer)
+                for src in layer.inputs:
+                    g.add_edge(src, layer.name)
+            self._nx = g
+        return self._nx
+
     def add(self, layer: Layer) -> Layer:
-        self.nx.add_node(layer.name, layer=layer)
+        self._layers[layer.name] = layer
+        self._consumers[layer.name] = {}
         for src in layer.inputs:
-            self.nx.add_edge(src, layer.name)
+            self._consumers[src][layer.name] = None
+        self._nx = None
         return layer
 
     def __contains__(self, name: str) -> bool:
-        return name in self.nx
+        return name in self._layers
 
     def __getitem__(self, name: str) -> Layer:
-        return self.nx.nodes[name]["layer"]
+        return self._layers[name]
 
     def __len__(self) -> int:
-        return self.nx.number_of_nodes()
+        return len(self._layers)
 
     def layers(self) -> list[Layer]:
         """Every layer, inputs before the layers that read them (insertion order is one)."""
-        return [data["layer"] for _, data in self.nx.nodes(data=True)]
+        return list(self._layers.values())
 
     def consumers(self, name: str) -> list[str]:
-        return list(self.nx.successors(name))
+        return list(self._consumers[name])
 
     def remove_unreachable(self) -> list[Layer]:
         """Drop layers whose output never reaches the model's output; return them."""
         if self.output is None:
             return []
-        keep = nx.ancestors(self.nx, self.output) | {self.output}
-        dropped = [self[n] for n in self.nx.nodes if n not in keep]
-        self.nx.remove_nodes_from([layer.name for layer in dropped])
+        keep = {self.output}
+        todo = [self.output]
+        while todo:  # walk the inputs back from the output
+            for src in self._layers[todo.pop()].inputs:
+                if src not in keep:
+                    keep.add(src)
+                    todo.append(src)
+        dropped = [layer for name, layer in self._layers.items() if name not in keep]
+        for layer in dropped:
+            del self._layers[layer.name]
+            del self._consumers[layer.name]
+        for layer in dropped:  # what a dropped layer read may be kept: it has one reader less
+            for src in layer.inputs:
+                if src in self._consumers:
+                    self._consumers[src].pop(layer.name, None)
+        if dropped:
+            self._nx = None
         return dropped
 
     def is_sequential(self) -> bool:
         return all(len(layer.inputs) <= 1 for layer in self.layers()) and \
-            all(self.nx.out_degree(n) <= 1 for n in self.nx.nodes)
+            all(len(readers) <= 1 for readers in self._consumers.values())

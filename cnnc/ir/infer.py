@@ -53,11 +53,11 @@ def infer(graph: LayerGraph) -> list[Diagnostic]:
     for layer in graph.layers():
         schema = ops.get(layer.op)
         in_shapes = [graph[n].shape for n in layer.inputs]
-        if any(s is None for s in in_shapes):
+        if None in in_shapes:
             continue
         try:
             shape = tuple(schema.infer(layer.attrs, in_shapes))
-            if any(d <= 0 for d in shape):
+            if shape and min(shape) <= 0:
                 raise ShapeError(f"the output of this layer would be {fmt_shape(shape)}: "
                                  "a size reaches zero", code="kernel-too-large")
             total = 1

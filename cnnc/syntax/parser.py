@@ -10,7 +10,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import ERROR, Diagnostic, Span
@@ -26,21 +26,24 @@ RECOVERY_CHARS = 100_000
 # runs at some 10 microseconds a token) would only keep the user waiting.
 MAX_CHARS = 1 << 20
 MAX_TOKENS = 50_000
+# Bodies nested deeper than this make "nested too deeply" (nesting is always an error, this
+# only picks the message). The limit is where the recursive tree walk cnnc once used ran out of
+# stack at the command line, so that the same files get the same diagnostics.
+MAX_NESTING = 488
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def grammar_text() -> str:
     """The grammar shipped in the package; in a source checkout, the repository's grammar/."""
+    package = Path(__file__).resolve().parents[1]
+    for path in (package / "grammar" / "cnn.lark", package.parent / "grammar" / "cnn.lark"):
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    # Only a package inside a zip file gets here; importlib.resources is left till then, since
+    # importing it costs more than parsing a model.
     from importlib import resources
 
-    try:
-        shipped = resources.files("cnnc").joinpath("grammar", "cnn.lark")
-        if shipped.is_file():
-            return shipped.read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
-        pass
-    source = Path(__file__).resolve().parents[2] / "grammar" / "cnn.lark"
-    return source.read_text(encoding="utf-8")
+    return resources.files("cnnc").joinpath("grammar", "cnn.lark").read_text(encoding="utf-8")
 
 
 class _IndentError(Exception):
@@ -63,10 +66,12 @@ class _Indenter:
     def __init__(self):
         self.open_parens: list[Token] = []  # the `(` not yet closed, for "unclosed `(`"
         self.indent_level = [0]
+        self.too_deep: Token | None = None  # the first body nested past MAX_NESTING
 
     def process(self, stream):
         self.open_parens = []
         self.indent_level = [0]
+        self.too_deep = None
         for token in stream:
             if token.type == "_NL":
                 yield from self._handle_nl(token)
@@ -88,6 +93,8 @@ class _Indenter:
         indent = indent_str.count(" ") + indent_str.count("\t") * self.tab_len
         if indent > self.indent_level[-1]:
             self.indent_level.append(indent)
+            if len(self.indent_level) > MAX_NESTING + 1 and self.too_deep is None:
+                self.too_deep = token
             yield Token.new_borrow_pos("_INDENT", indent_str, token)
         elif indent < self.indent_level[-1]:
             if indent not in self.indent_level:
@@ -107,14 +114,15 @@ class _Indenter:
         return self.process(stream)
 
 
-def _cache_file(grammar: str) -> str | None:
+def _cache_file(grammar: str, options: dict) -> str | None:
     """Where the built LALR tables are cached: the user's own cache folder, never a shared one.
 
     Building the tables takes tens of milliseconds, a large part of `cnnc check`'s start-up.
-    The file name carries a hash of the grammar and lark's version, so a stale cache is never
-    read; if the folder cannot be written, cnnc builds the tables every time instead. (lark
-    serialises the tables with pickle, which is why the cache lives only in the user's own
-    folder and never in a shared temporary one.)
+    The file name carries a hash of the grammar, the options and lark's version, so a stale
+    cache is never read (nor overwritten by a cnnc built with other options); if the folder
+    cannot be written, cnnc builds the tables every time instead. (lark serialises the tables
+    with pickle, which is why the cache lives only in the user's own folder and never in a
+    shared temporary one.)
     """
     import hashlib
     import os
@@ -125,7 +133,9 @@ def _cache_file(grammar: str) -> str | None:
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "cnnc")
-    digest = hashlib.sha256((grammar + lark.__version__).encode()).hexdigest()[:16]
+    # The options that are plain values; the postlexer and transformer are code, not tables.
+    shape = sorted((k, v) for k, v in options.items() if isinstance(v, (str, bool)))
+    digest = hashlib.sha256((grammar + repr(shape) + lark.__version__).encode()).hexdigest()[:16]
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
@@ -138,9 +148,12 @@ def _cache_file(grammar: str) -> str | None:
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     grammar = grammar_text()
+    # The AST is built while parsing (transformer=), never as a lark tree first: that halves the
+    # time a long model takes. keep_all_tokens lets _AstBuilder see the tokens lark would drop
+    # (`block`, `=`, the newline or dedent that ends a body), because the spans reach them.
     options = dict(parser="lalr", lexer="contextual", postlex=_Indenter(),
-                   propagate_positions=True, maybe_placeholders=True)
-    cache = _cache_file(grammar)
+                   transformer=_AstBuilder(), keep_all_tokens=True, maybe_placeholders=True)
+    cache = _cache_file(grammar, options)
     if cache is not None:
         try:
             return Lark(grammar, cache=cache, **options)
@@ -150,24 +163,62 @@ def _lark() -> Lark:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tree to AST
+# Tokens to AST
 
 
 _INT = re.compile(r"-?[0-9]+")
 _DIMS = re.compile(r"[0-9]+(?:x[0-9]+)+")
 _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_STMT = (ast.Call, ast.Assign, ast.BlockDef, ast.Section)
 
 
-class _ToAst(Transformer):
-    def __init__(self, file: str, diagnostics: list[Diagnostic]):
-        super().__init__()
+def _start(x) -> tuple[int, int]:
+    """Where a child of a rule starts: a token, or an AST node already built."""
+    if isinstance(x, Token):
+        return x.line, x.column
+    return x.span.line, x.span.column
+
+
+def _end(x) -> tuple[int, int]:
+    if isinstance(x, Token):
+        return x.end_line, x.end_column
+    return x.span.end_line, x.span.end_column
+
+
+class _AstBuilder:
+    """lark calls one method per rule as the LALR parser reduces it, children first.
+
+    Children are every token of the rule (keep_all_tokens), the nodes built for its sub-rules,
+    and None for an optional part that is absent. A node's span runs from its first child to its
+    last, tokens lark would otherwise drop included (as lark's propagate_positions computes it).
+    Rules with no method here (`_stmts`, `_body`, ...) become lark Trees, which lark splices into
+    the rule that uses them.
+
+    One instance serves every parse (lark keeps it); `reset` points it at the next one. Value
+    errors go to a list of their own, kept only if the whole text parses: a parse that fails is
+    retried with the faulty line blanked, and would report them again.
+    """
+
+    def __init__(self):
+        self.reset("<input>")
+
+    def reset(self, file: str) -> None:
         self.file = file
-        self.diagnostics = diagnostics
+        self.diagnostics: list[Diagnostic] = []
 
-    def _span(self, x) -> Span:
-        if isinstance(x, Token):
-            return Span(self.file, x.line, x.column, x.end_line, x.end_column)
-        return Span(self.file, x.line, x.column, x.end_line, x.end_column)
+    def _span(self, first, last) -> Span:
+        line, column = _start(first)
+        end_line, end_column = _end(last)
+        return Span(self.file, line, column, end_line, end_column)
+
+    def _token_span(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    def _rule_span(self, children) -> Span:
+        last = children[-1]
+        if last is None:  # an optional part at the end was absent
+            last = next(c for c in reversed(children) if c is not None)
+        return self._span(children[0], last)
 
     def _error(self, span: Span, code: str, message: str, hint: str | None = None):
         self.diagnostics.append(Diagnostic(ERROR, code, message, span, [], hint))
@@ -175,16 +226,16 @@ class _ToAst(Transformer):
     # values ----------------------------------------------------------------------------------
     def name(self, children):
         (tok,) = children
-        return ast.Value("name", str(tok), str(tok), self._span(tok))
+        return ast.Value("name", str(tok), str(tok), self._token_span(tok))
 
     def string(self, children):
         (tok,) = children
-        return ast.Value("string", str(tok)[1:-1], str(tok), self._span(tok))
+        return ast.Value("string", str(tok)[1:-1], str(tok), self._token_span(tok))
 
     def number(self, children):
         (tok,) = children
         text = str(tok)
-        span = self._span(tok)
+        span = self._token_span(tok)
         bad = ast.Value("error", None, text, span)  # reported here; the builder skips its statement
         if _INT.fullmatch(text):
             value = int(text)
@@ -213,45 +264,41 @@ class _ToAst(Transformer):
         return bad
 
     # statements ------------------------------------------------------------------------------
-    @v_args(meta=True)
-    def option(self, meta, children):
-        key, value = children
-        return ast.Option(str(key), value, self._span(meta), self._span(key))
+    def option(self, children):  # NAME "=" value
+        key, value = children[0], children[-1]
+        return ast.Option(str(key), value, self._span(key, value), self._token_span(key))
 
-    @v_args(meta=True)
-    def call(self, meta, children):
-        head, _lpar, *rest = children
-        rest = [c for c in rest if c is not None and not isinstance(c, Token)]
-        args = tuple(c for c in rest if isinstance(c, ast.Value))
-        options = tuple(c for c in rest if isinstance(c, ast.Option))
-        return ast.Call(str(head), self._span(head), args, options, self._span(meta))
+    def call(self, children):  # NAME [LPAR [args] RPAR] args, the args with their commas
+        head = children[0]
+        args = tuple(c for c in children if isinstance(c, ast.Value))
+        options = tuple(c for c in children if isinstance(c, ast.Option))
+        return ast.Call(str(head), self._token_span(head), args, options,
+                        self._rule_span(children))
 
-    @v_args(meta=True)
-    def assign(self, meta, children):
-        target, call = children
-        return ast.Assign(str(target), self._span(target), call, self._span(meta))
+    def assign(self, children):  # NAME "=" call
+        target, call = children[0], children[-1]
+        return ast.Assign(str(target), self._token_span(target), call, self._span(target, call))
 
-    @v_args(meta=True)
-    def param(self, meta, children):
-        name, default = children
-        return ast.Param(str(name), default, self._span(meta))
+    def param(self, children):  # NAME ["=" value]
+        name, default = children[0], children[-1]
+        if not isinstance(default, ast.Value):
+            default = None
+        return ast.Param(str(name), default, self._rule_span(children))
 
-    @v_args(meta=True)
-    def block_def(self, meta, children):
-        name, *rest = children
-        params = tuple(c for c in rest if isinstance(c, ast.Param))
-        body = tuple(c for c in rest if isinstance(c, (ast.Call, ast.Assign, ast.BlockDef,
-                                                      ast.Section)))
-        return ast.BlockDef(str(name), self._span(name), params, body, self._span(meta))
+    def block_def(self, children):  # "block" NAME [LPAR [params] RPAR] ":" body
+        name = children[1]
+        params = tuple(c for c in children if isinstance(c, ast.Param))
+        body = tuple(c for c in children if isinstance(c, _STMT))
+        return ast.BlockDef(str(name), self._token_span(name), params, body,
+                            self._rule_span(children))
 
-    @v_args(meta=True)
-    def section(self, meta, children):
-        name, *body = children
-        return ast.Section(str(name), self._span(name), tuple(b for b in body if b is not None),
-                           self._span(meta))
+    def section(self, children):  # NAME ":" body
+        name = children[0]
+        body = tuple(c for c in children if isinstance(c, _STMT))
+        return ast.Section(str(name), self._token_span(name), body, self._rule_span(children))
 
     def start(self, children):
-        return list(children)
+        return [c for c in children if isinstance(c, _STMT)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,9 +475,12 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
     diagnostics: list[Diagnostic] = []
     source = text if text.endswith("\n") else text + "\n"
     blanked: set[int] = set()
+    parser = _lark()
+    builder = parser.options.transformer
     while True:
         try:
-            tree = _lark().parse(source)
+            builder.reset(file)
+            items = parser.parse(source)
             break
         except _IndentError as e:
             t = e.token
@@ -439,7 +489,7 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
                            "indent every line of a body by the same amount")
             lines = range(t.line, t.line + 1)
         except UnexpectedInput as e:
-            open_parens = list(_lark().options.postlex.open_parens)  # where the lexer stopped
+            open_parens = list(parser.options.postlex.open_parens)  # where the lexer stopped
             d, lines = _syntax_diagnostic(e, file, source, open_parens)
         except (LarkError, RecursionError) as e:  # pragma: no cover - defensive
             d = Diagnostic(ERROR, "syntax", f"could not parse this program ({type(e).__name__})",
@@ -455,17 +505,14 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
         source = _blank_lines(source, lines, keep_indent=d.code == "syntax" and len(lines) == 1)
     if diagnostics:
         return program, diagnostics
-    try:
-        program.items = _ToAst(file, diagnostics).transform(tree)
-        program.parsed = True
-    except RecursionError:
+    deep = parser.options.postlex.too_deep
+    if deep is not None:
+        # Value errors before the too-deep body are reported, as the tree walk reported them.
+        diagnostics = [d for d in builder.diagnostics
+                       if (d.span.line, d.span.column) < (deep.line, deep.column)]
         diagnostics.append(Diagnostic(ERROR, "syntax", "this program is nested too deeply",
                                       Span.unknown(file), []))
-    except Exception as e:  # lark wraps transformer errors in VisitError
-        inner = getattr(e, "orig_exc", e)
-        if isinstance(inner, RecursionError):
-            diagnostics.append(Diagnostic(ERROR, "syntax", "this program is nested too deeply",
-                                          Span.unknown(file), []))
-        else:
-            raise
-    return program, diagnostics
+        return program, diagnostics
+    program.items = items
+    program.parsed = True
+    return program, builder.diagnostics
