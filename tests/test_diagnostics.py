@@ -153,3 +153,59 @@ def test_syntax_errors_point_at_the_cause():
     assert "matches no enclosing level (0 or 4)" in expected("syntax_bad_indent")
     assert "expected an indented body after `block basic(c):`" in \
         expected("syntax_body_not_indented")
+
+
+def test_a_pool_alias_contradicted_is_an_error_at_the_word():
+    text = expected("pool_alias_conflict")
+    assert "pool_alias_conflict.cnn:3:9: error: `avgpool` is average pooling; `max` " \
+           "contradicts it  [bad-value]" in text
+    assert "hint: write `pool max 2`\n" in text
+    assert "hint: write `pool avg 2 stride=1`\n" in text
+    assert "`maxpool` pools a window; `global` contradicts it" in text
+    assert "pool_alias_conflict.cnn:6:5: error: `gap` is global average pooling; `max` " \
+           "contradicts it" in text
+    assert "hint: for global max pooling write `gmp` or `pool global max`" in text
+    assert text.rstrip().endswith("7 errors generated.")  # not the redundant lines 11-13
+
+
+def test_activation_options_say_whose_they_are():
+    text = expected("activation_options")
+    lines = [int(n) for n in re.findall(r"^activation_options\.cnn:(\d+):", text, re.M)]
+    assert lines == [7, 8, 9, 10, 11, 12]  # lines 3-6, by position and by name, are fine
+    assert "hint: did you mean `alpha`?" in text
+    assert "hint: `elu` takes alpha=" in text
+    assert "hint: `relu` takes no options; `alpha=` is a parameter of `elu`" in text
+    assert "`leaky_relu` takes slope=, like `leaky_relu slope=0.2`" in text
+    assert "`leaky_relu`: slope is given twice (first as `0.1`)" in text
+    assert "a fused activation takes its defaults" in text
+
+
+def test_a_training_setting_given_two_ways_is_set_twice():
+    text = expected("train_set_twice")
+    assert "train_set_twice.cnn:7:5: error: `lr` is set twice  [train-section]\n" in text
+    assert "note: first set at line 6, by `lr=1e-3` of `optimizer`" in text
+    assert "note: first set at line 6, by `momentum=0.9` of `optimizer`" in text
+    assert "train_set_twice.cnn:6:40: error: `weight_decay` is set twice" in text
+    assert "note: first set at line 5, by `weight_decay 1e-4`" in text
+    assert "`batch` and `batch_size` set the same thing" in text
+    assert "`val_split` and `val` set the same thing" in text
+    assert text.count("is set twice") == 6
+
+
+def test_a_block_parameter_used_as_a_layer_is_named_as_a_parameter():
+    text = expected("block_param_as_layer")
+    assert "unknown layer" not in text
+    assert "error: `act` is a parameter of block `convact`; a parameter stands for a value " \
+           "(a number, size or option), not a layer  [unknown-op]" in text
+    assert "fuse it into the layer before: `conv c 3x3 act`" in text
+    assert "error: `n` is a parameter of block `head`" in text
+    assert text.rstrip().endswith("2 errors generated.")  # the second call is not reported again
+
+
+def test_every_diagnostic_code_is_documented():
+    from cnnc.diagnostics import CODES
+
+    doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Diagnostics"):doc.index("## Limits")]
+    missing = [code for code in CODES if f"`{code}`" not in section]
+    assert not missing, f"docs/language.md does not list {missing}"

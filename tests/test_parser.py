@@ -262,6 +262,68 @@ def test_global_pooling_spellings():
     assert g["pool_1"].attrs["mode"] == "max"
 
 
+@pytest.mark.parametrize("stmt,attrs", [
+    ("maxpool max 2", {"kind": "max", "size": (2, 2)}),
+    ("avgpool avg 2", {"kind": "avg", "size": (2, 2)}),
+    ("gap avg", {"kind": "global", "mode": "avg"}),
+    ("gap global", {"kind": "global", "mode": "avg"}),
+    ("gmp max", {"kind": "global", "mode": "max"}),
+    ("gmp global max", {"kind": "global", "mode": "max"}),
+])
+def test_a_pool_alias_may_repeat_its_own_kind(stmt, attrs):
+    layer = build(f"input 8x8x2; {stmt}").graph["pool_1"]
+    assert {k: layer.attrs[k] for k in attrs} == attrs
+
+
+@pytest.mark.parametrize("stmt,column", [
+    ("avgpool max 2", 9), ("maxpool avg 2", 9), ("maxpool global", 9), ("avgpool global", 9),
+    ("gap max", 5), ("gmp avg", 5), ("gap global max", 12), ("gmp global avg", 12),
+])
+def test_a_pool_alias_contradicted_is_not_overridden(stmt, column):
+    model = cnnc.compile(f"input 8x8x2\n{stmt}\n")
+    assert [(d.code, d.span.line, d.span.column) for d in model.diagnostics] == \
+        [("bad-value", 2, column)]
+    assert "contradicts it" in model.diagnostics[0].message
+
+
+def test_activation_parameters_by_position_or_by_name():
+    g = build("input 4x4x1; leaky_relu 0.2; leaky_relu slope=0.3; leaky_relu negative_slope=0.4;"
+              " leaky_relu; elu 0.5; elu alpha=0.6; elu").graph
+    assert [g[f"leaky_relu_{i}"].attrs["slope"] for i in (1, 2, 3, 4)] == [0.2, 0.3, 0.4, 0.01]
+    assert [g[f"elu_{i}"].attrs["alpha"] for i in (1, 2, 3)] == [0.5, 0.6, 1.0]
+    assert g["leaky_relu_2"].attrs == {"slope": 0.3}  # the alias sets the canonical name
+    for text in ("leaky_relu 0.1 slope=0.2", "leaky_relu slope=0.1 negative_slope=0.2",
+                 "elu 0.5 alpha=0.5"):
+        model = cnnc.compile(f"input 4x4x1; {text}")
+        assert [d.code for d in model.diagnostics] == ["bad-value"], text
+        assert "given twice" in model.diagnostics[0].message
+
+
+def test_the_same_training_setting_given_two_ways_is_set_twice():
+    head = "input 4x4x1; flatten; dense 2\ntrain:\n"
+    for body, line in [("    optimizer adam lr=1e-3\n    lr 0.1\n", 4),
+                       ("    lr 0.1\n    optimizer adam lr=1e-3\n", 4),
+                       ("    optimizer sgd momentum=0.9\n    momentum 0.5\n", 4),
+                       ("    weight_decay 0.1\n    optimizer sgd weight_decay=0.2\n", 4),
+                       ("    batch 8\n    batch_size 16\n", 4),
+                       ("    val 0.1; val_split 0.2\n", 3)]:
+        model = cnnc.compile(head + body)
+        assert [(d.code, d.span.line) for d in model.diagnostics] == [("train-section", line)], body
+        assert model.diagnostics[0].message.endswith("is set twice")
+        assert model.diagnostics[0].notes[0].startswith("first set at line")
+    model = build(head + "    optimizer sgd lr=0.1 momentum=0.9\n    weight_decay 1e-4\n")
+    cfg = model.train_config
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+
+
+def test_a_block_parameter_written_as_a_layer_is_named():
+    model = cnnc.compile("block b(act):\n    conv 8 3x3; act\ninput 8x8x1\nb(relu)\n")
+    (d,) = model.diagnostics
+    assert (d.code, d.span.line, d.span.column) == ("unknown-op", 2, 17)
+    assert d.message.startswith("`act` is a parameter of block `b`")
+    assert d.hint.endswith("`conv 8 3x3 act`")
+
+
 def test_pool_defaults_follow_keras():
     g = build("input 9x9x2\npool 2\npool avg 3x3 stride=1 pad=1\npool max 2 ceil=true").graph
     assert g["pool_1"].attrs["kind"] == "max" and g["pool_1"].shape == (4, 4, 2)

@@ -50,6 +50,7 @@ class Scope:
     context: tuple[str, ...] = ()
     call_line: int | None = None  # inside a block: the line of the top-level call
     blocks_active: tuple[str, ...] = ()
+    previous: ast.Call | None = None  # the statement before the one being built, as written
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Builder:
             # a block or section nested in a block body was reported by define_block
         except _Skip:
             pass
+        scope.previous = stmt.call if isinstance(stmt, ast.Assign) else stmt
 
     def assign(self, stmt: ast.Assign, scope: Scope) -> None:
         call = stmt.call
@@ -311,6 +313,8 @@ class Builder:
 
     def unknown_op(self, call: ast.Call, scope: Scope):
         head = call.head
+        if head in scope.params:
+            self.parameter_as_layer(call, scope)
         candidates = ops.names() + list(self.blocks) + ["from", "add", "concat"]
         hint = did_you_mean(head, candidates)
         if head in scope.names:
@@ -319,6 +323,37 @@ class Builder:
             hint = "a block definition ends its header with `:`, like `block basic(c):`"
         self.error(call.head_span, "unknown-op", f"unknown layer `{head}`", hint=hint,
                    notes=ops.plugin_errors(), scope=scope)
+        raise _Skip
+
+    def parameter_as_layer(self, call: ast.Call, scope: Scope):
+        """`block b(act): conv 8 3x3; act`: a parameter written where a layer goes."""
+        head = call.head
+        bound = scope.params[head]
+        hint = None
+        if bound.kind == "name" and bound.value in ops.ACTIVATIONS:
+            before = scope.previous
+            found = ops.lookup(before.head) if before is not None else None
+
+            def is_activation(v: ast.Value) -> bool:
+                v = scope.params.get(v.value, v) if v.kind == "name" else v
+                return v.kind == "name" and v.value in ops.ACTIVATIONS
+
+            if found is not None and any(a.name == "activation" for a in found[0].options) \
+                    and before.span.line == before.span.end_line \
+                    and not any(is_activation(v) or _REPEAT.fullmatch(str(v.value))
+                                for v in before.args) \
+                    and not any(o.key == "activation" for o in before.options):
+                hint = (f"to apply the activation it stands for (here `{bound.value}`), fuse it "
+                        f"into the layer before: `{self.text_of(before.span)} {head}`")
+            else:
+                hint = (f"to apply the activation it stands for (here `{bound.value}`), fuse it "
+                        f"into a conv, dwconv or dense layer, like `conv 32 3x3 {head}`")
+        elif bound.kind == "int":
+            hint = f"use it as a layer's argument, like `dense {head}` or `conv {head} 3x3`"
+        self.error(call.head_span, "unknown-op",
+                   f"`{head}` is a parameter of block `{scope.blocks_active[-1]}`; a parameter "
+                   "stands for a value (a number, size or option), not a layer",
+                   hint=hint, scope=scope)
         raise _Skip
 
     def need_current(self, call: ast.Call, scope: Scope) -> str:
@@ -354,10 +389,26 @@ class Builder:
         attrs, problems = bind(call.head, schema.positional, schema.options, call.args,
                                call.options, spans)
         for span, code, message, hint in problems:
+            if code == "unknown-option":
+                hint = self.option_hint(schema, call, span) or hint
             self.error(span or call.span, code, message, hint=hint, scope=scope)
         if problems:
             raise _Skip
         return attrs
+
+    def option_hint(self, schema, call: ast.Call, span: Span) -> str | None:
+        """For an unknown option that belongs to an activation (`relu alpha=2`, or `conv 8 3 elu
+        alpha=2`, whose fused activation takes no parameters), say whose it is."""
+        from ..ops.activation import option_hint
+
+        option = next((o for o in call.options if o.key_span == span), None)
+        if option is None:
+            return None
+        known = [name for a in schema.options for name in (a.name, *a.aliases)]
+        if did_you_mean(option.key, known):
+            return None  # a misspelling of one of its own options
+        fuses = any(a.name == "activation" for a in schema.options)
+        return option_hint(call.head, option.key, option.value.text, fuses)
 
     def make_input(self, call, scope, schema, name) -> str:
         if scope.prefix:
@@ -383,6 +434,8 @@ class Builder:
         src = self.need_current(call, scope)
         spans: dict = {}
         attrs = self.bind_args(schema, call, scope, spans)
+        if alias_attrs:
+            self.check_alias(call, scope, schema, alias_attrs, attrs, spans)
         attrs.update(schema.fixed)
         attrs.update(alias_attrs)
         layer = Layer(name=self.layer_name(schema.name, name, scope), op=schema.name,
@@ -391,6 +444,24 @@ class Builder:
                       top_line=scope.call_line or call.span.line)
         scope.current = self.add_layer(layer, scope)
         return scope.current
+
+    def check_alias(self, call, scope, schema, alias_attrs, attrs, spans) -> None:
+        """An alias fixes some arguments (`avgpool` is `pool` with kind=avg): one the statement
+        wrote with another value (`avgpool max 2`) is an error at that value, not overridden."""
+        text = self.text_of(call.span)
+        rest = text[len(call.head):].strip() if text.startswith(call.head) else ""
+        if schema.alias_conflict is not None:
+            conflict = schema.alias_conflict(call.head, attrs, set(spans), rest)
+        else:
+            conflict = next(((key, f"`{call.head}` is `{schema.name}` with {key}={value}; "
+                              f"{key}={attrs[key]} contradicts it",
+                              f"write `{schema.name} {rest}`" if rest else None)
+                             for key, value in alias_attrs.items()
+                             if key in spans and attrs.get(key) != value), None)
+        if conflict is not None:
+            key, message, hint = conflict
+            self.error(spans.get(key, call.span), "bad-value", message, hint=hint, scope=scope)
+            raise _Skip
 
     def merge(self, call: ast.Call, scope: Scope, name: str | None) -> str:
         if call.options:

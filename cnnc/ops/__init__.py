@@ -49,6 +49,8 @@ class Arg:
     min: float | None = None  # inclusive lower bound for numbers and every size component
     max_exclusive: float | None = None
     help: str = ""
+    # other names accepted for it in key=value form (`negative_slope=` for leaky_relu's slope)
+    aliases: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -73,6 +75,12 @@ class OpSchema:
     aliases: tuple[str, ...] = ()
     # attrs fixed by an alias, e.g. `gap` is `pool` with kind=global
     alias_attrs: dict = field(default_factory=dict)
+    # When a statement headed by an alias writes an argument the alias fixes, with another
+    # value (`avgpool max 2`): alias_conflict(alias, attrs, written, rest) gives
+    # (argument name, message, hint), or None when the written values agree. `attrs` are the
+    # bound ones, `written` the names of the arguments the statement wrote, `rest` the statement
+    # after its head. Without it, any written value that differs from the fixed one conflicts.
+    alias_conflict: Callable[[str, dict, set, str], tuple | None] | None = None
     # attrs every instance has, whatever was written (dwconv is conv with depthwise=True)
     fixed: dict = field(default_factory=dict)
     n_inputs: int | None = 1  # None: any number >= 2 (merges)

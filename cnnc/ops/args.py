@@ -172,30 +172,33 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
             spans[arg.name] = v.span
         i += 1
     by_name = {a.name: a for a in options}
+    by_name.update({alias: a for a in options for alias in a.aliases if alias not in by_name})
     for o in opts:
         arg = by_name.get(o.key)
         if arg is None:
             known = [a.name for a in options]
-            hint = did_you_mean(o.key, known)
+            hint = did_you_mean(o.key, [*known, *(k for a in options for k in a.aliases)])
             if hint is None:
                 hint = (f"`{what}` takes " + ", ".join(f"{k}=" for k in known)) if known else \
                     f"`{what}` takes no options"
             problems.append((o.key_span, "unknown-option",
                              f"`{what}` has no option `{o.key}`", hint))
             continue
-        if o.key in attrs and attrs[o.key] is not None:
-            first = f" (first as `{written[o.key].text}`)" if o.key in written else ""
+        key = arg.name  # `negative_slope=` sets `slope`
+        if key in attrs and attrs[key] is not None:
+            first = f" (first as `{written[key].text}`)" if key in written else ""
+            given = key if key == o.key else f"{key} (`{o.key}`)"
             problems.append((o.span, "bad-value",
-                             f"`{what}`: {o.key} is given twice{first}", "remove one of them"))
+                             f"`{what}`: {given} is given twice{first}", "remove one of them"))
             continue
         try:
-            attrs[o.key] = coerce(arg, o.value)
+            attrs[key] = coerce(arg, o.value)
         except ArgError as e:
             problems.append((o.value.span, e.code, _prefix(what, arg) + e.message, e.hint))
-            attrs[o.key] = None
-        written[o.key] = o.value
+            attrs[key] = None
+        written[key] = o.value
         if spans is not None:
-            spans[o.key] = o.span
+            spans[key] = o.span
     for arg in (*positional, *options):
         if arg.name not in attrs:
             if arg.required:

@@ -22,7 +22,7 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
     if attrs["kind"] == "global":
         if attrs["size"] is not None:
             raise ShapeError("global pooling takes no window size: it pools the whole image",
-                             code="bad-value", hint="write `pool global avg` or `gap`")
+                             code="bad-value", arg="size", hint="write `pool global avg` or `gap`")
         return (1, 1, c) if attrs["keepdims"] else (c,)
     if attrs["mode"] is not None:
         raise ShapeError(f"`{attrs['mode']}` after the size is only for global pooling",
@@ -46,6 +46,39 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
     if oh < 1 or ow < 1:  # (with ceil=true a window may overhang the input, as in PyTorch)
         check_window("pool", (h, w, c), (kh, kw), (1, 1), pads, arg="size")
     return (oh, ow, c)
+
+
+# What each alias means, and the attrs it fixes.
+_ALIASES = {"maxpool": ("max pooling", {"kind": "max"}),
+            "avgpool": ("average pooling", {"kind": "avg"}),
+            "gap": ("global average pooling", {"kind": "global", "mode": "avg"}),
+            "gmp": ("global max pooling", {"kind": "global", "mode": "max"})}
+_GLOBAL_ALIAS = {"avg": "gap", "max": "gmp"}
+_WORDS = {"avg": "average", "max": "max"}
+
+
+def alias_conflict(alias: str, attrs: dict, written: set, rest: str):
+    """`avgpool max 2`, `maxpool global`, `gap max`: a written kind that is not the alias's.
+    Repeating the alias's own kind (`maxpool max 2`, `gap avg`) is redundant, not wrong."""
+    means, fixed = _ALIASES[alias]
+    if fixed["kind"] == "global":
+        for key in ("kind", "mode"):
+            word = attrs.get(key)
+            if key in written and word not in (None, "global", fixed["mode"]):
+                return (key, f"`{alias}` is {means}; `{word}` contradicts it",
+                        f"for global {_WORDS[word]} pooling write `{_GLOBAL_ALIAS[word]}` or "
+                        f"`pool global {word}`")
+        return None
+    word = attrs.get("kind")
+    if "kind" not in written or word == fixed["kind"]:
+        return None
+    if word == "global":
+        kind = fixed["kind"]
+        return ("kind", f"`{alias}` pools a window; `global` contradicts it",
+                f"for global {_WORDS[kind]} pooling write `{_GLOBAL_ALIAS[kind]}` or "
+                f"`pool global {kind}`")
+    return ("kind", f"`{alias}` is {means}; `{word}` contradicts it",
+            f"write `pool {rest}`" if rest else f"write `pool {word} K`")
 
 
 def pool_window(attrs: dict):
@@ -81,8 +114,7 @@ register(OpSchema(
                  help="average pooling: count padded zeros in the divisor"),
              Arg("keepdims", "bool", False, help="global pooling: keep a 1x1xC image")),
     aliases=("maxpool", "avgpool", "gap", "gmp"),
-    alias_attrs={"maxpool": {"kind": "max"}, "avgpool": {"kind": "avg"},
-                 "gap": {"kind": "global", "mode": "avg"},
-                 "gmp": {"kind": "global", "mode": "max"}},
+    alias_attrs={alias: fixed for alias, (_, fixed) in _ALIASES.items()},
+    alias_conflict=alias_conflict,
     infer=infer_pool, window=pool_window, describe=_describe,
 ))

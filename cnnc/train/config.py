@@ -65,6 +65,26 @@ _SETTINGS = {
 }
 
 
+def _set_twice(stmt, key: str, set_by: dict) -> Diagnostic | None:
+    """A setting given a second time by another statement: as an option of `optimizer` and on a
+    line of its own (`lr`, `momentum`, `weight_decay`), or under both names (`batch` and
+    `batch_size`, `val` and `val_split`). Records the first; says where it was for the second."""
+    option = next((o for o in stmt.options if o.key == key), None)
+    if option is not None:
+        word, span, how = key, option.span, f"`{key}={option.value.text}` of `{stmt.head}`"
+    else:
+        word, span = stmt.head, stmt.span
+        how = " ".join(["`" + stmt.head, *(v.text for v in stmt.args)]) + "`"
+    if key not in set_by:
+        set_by[key] = (stmt.span.line, how, word)
+        return None
+    line, first, first_word = set_by[key]
+    same = "remove one of them" if first_word == word else \
+        f"`{first_word}` and `{word}` set the same thing: remove one of them"
+    return Diagnostic(ERROR, "train-section", f"`{word}` is set twice", span,
+                      [f"first set at line {line}, by {first}"], same)
+
+
 def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagnostic]]:
     """The TrainConfig of a program's `train:` section (None if it has none), with diagnostics."""
     from ..syntax import ast
@@ -85,6 +105,7 @@ def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagno
             continue
         config = TrainConfig()
         seen: dict[str, int] = {}
+        set_by: dict[str, tuple] = {}  # TrainConfig field -> (line, how it was written)
         for stmt in section.body:
             if not isinstance(stmt, ast.Call):
                 diagnostics.append(Diagnostic(ERROR, "train-section", "the training section "
@@ -98,17 +119,26 @@ def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagno
                     or "settings: " + ", ".join(_SETTINGS)))
                 continue
             if stmt.head in seen:
+                note = f"first set at line {seen[stmt.head]}"
+                first = set_by.get(spec[0][0].name) if spec[0] else None
+                if first is not None and first[0] < seen[stmt.head]:  # `lr=` of `optimizer`
+                    note = f"first set at line {first[0]}, by {first[1]}"
                 diagnostics.append(Diagnostic(ERROR, "train-section",
-                                              f"`{stmt.head}` is set twice", stmt.span,
-                                              [f"first set at line {seen[stmt.head]}"]))
+                                              f"`{stmt.head}` is set twice", stmt.span, [note]))
                 continue
             seen[stmt.head] = stmt.span.line
-            attrs, problems = bind(stmt.head, *spec, stmt.args, stmt.options)
+            written: dict = {}
+            attrs, problems = bind(stmt.head, *spec, stmt.args, stmt.options, written)
             for span, code, message, hint in problems:
                 diagnostics.append(Diagnostic(ERROR, "train-section", message, span or stmt.span,
                                               [], hint))
             if problems:
                 continue
+            for key in written:  # `lr 0.1` after `optimizer adam lr=1e-3`; `batch`, `batch_size`
+                twice = _set_twice(stmt, key, set_by)
+                if twice is not None:
+                    diagnostics.append(twice)
+                    attrs[key] = None
             names = {f.name for f in fields(TrainConfig)}
             for key, value in attrs.items():
                 if key in names and value is not None:
