@@ -91,6 +91,7 @@ CODES = {
     "data": "a data set is missing, corrupt, or does not fit the model",
     "weights": "a weights file is missing, corrupt, or does not fit the model",
     "backend": "a backend cannot run this model",
+    "device": "the device asked for is not there or cannot do what was asked",
     "diverged": "training stopped because the loss became NaN or infinite",
     "usage": "the command line is malformed",
     "io": "a file could not be read or written",

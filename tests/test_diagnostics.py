@@ -209,3 +209,14 @@ def test_every_diagnostic_code_is_documented():
     section = doc[doc.index("## Diagnostics"):doc.index("## Limits")]
     missing = [code for code in CODES if f"`{code}`" not in section]
     assert not missing, f"docs/language.md does not list {missing}"
+
+
+def test_every_code_the_source_raises_is_known():
+    import re
+
+    from cnnc.diagnostics import CODES
+
+    used = set()
+    for path in (ROOT / "cnnc").rglob("*.py"):
+        used |= set(re.findall(r'code="([a-z-]+)"', path.read_text(encoding="utf-8")))
+    assert used and not used - set(CODES), f"codes missing from CODES: {used - set(CODES)}"
