@@ -107,7 +107,8 @@ def pool_stmt(draw, p: Prog):
     s = stride or k
     pad = draw(st.sampled_from(["valid", "valid", "same", "1", "1x0x1x0", "0x1x0x1"]))
     ceil = draw(st.booleans())
-    count_pad = kind == "avg" and draw(st.booleans())
+    # count_pad= applies only to average pooling that pads (elsewhere it is an error)
+    count_pad = kind == "avg" and pad != "valid" and draw(st.booleans())
     pads = resolve_pads(_pad_attr(pad), (h, w), (k, k), (s, s), (1, 1))
     assume(all(2 * p_ <= k for p_ in pads))
     oh = window_out(h, k, s, pads[:2], 1, ceil)

@@ -168,6 +168,19 @@ def test_a_pool_alias_contradicted_is_an_error_at_the_word():
     assert text.rstrip().endswith("7 errors generated.")  # not the redundant lines 11-13
 
 
+def test_a_pool_option_that_does_not_apply_is_an_error_at_the_option():
+    text = expected("pool_option_not_applicable")
+    assert "pool_option_not_applicable.cnn:4:9: error: `stride=` does not apply to global " \
+           "pooling, which pools the whole image into one value per channel  " \
+           "[unknown-option]" in text
+    assert "`keepdims=` applies only to global pooling" in text
+    assert "hint: remove it; for global max pooling that keeps a 1x1xC image, write " \
+           "`gmp keepdims=true`" in text
+    assert "`count_pad=` applies only to average pooling:" in text
+    assert "`count_pad=` applies only to average pooling with padding" in text
+    assert text.rstrip().endswith("5 errors generated.")  # not lines 18-21
+
+
 def test_activation_options_say_whose_they_are():
     text = expected("activation_options")
     lines = [int(n) for n in re.findall(r"^activation_options\.cnn:(\d+):", text, re.M)]

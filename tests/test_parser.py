@@ -286,6 +286,60 @@ def test_a_pool_alias_contradicted_is_not_overridden(stmt, column):
     assert "contradicts it" in model.diagnostics[0].message
 
 
+@pytest.mark.parametrize("stmt,column,key,says", [
+    ("gap stride=2", 5, "stride=2", "`stride=` does not apply to global pooling"),
+    ("pool global avg stride=2", 17, "stride=2", "`stride=` does not apply to global pooling"),
+    ("gmp pad=1", 5, "pad=1", "`pad=` does not apply to global pooling"),
+    ("gap pad=same", 5, "pad=same", "`pad=` does not apply to global pooling"),
+    ("pool global max ceil=true", 17, "ceil=true", "`ceil=` does not apply to global pooling"),
+    ("gap count_pad=true", 5, "count_pad=true", "`count_pad=` does not apply to global pooling"),
+    ("pool max 2 keepdims=true", 12, "keepdims=true", "`keepdims=` applies only to global"),
+    ("avgpool 2 keepdims=true", 11, "keepdims=true", "`keepdims=` applies only to global"),
+    ("pool max keepdims=true", 10, "keepdims=true", "`keepdims=` applies only to global"),
+    ("pool max 2 count_pad=true", 12, "count_pad=true", "applies only to average pooling:"),
+    ("maxpool 3 pad=1 count_pad=true", 17, "count_pad=true", "applies only to average pooling:"),
+    ("pool avg 2 count_pad=true", 12, "count_pad=true", "average pooling with padding"),
+    ("pool avg 3 pad=0 ceil=true count_pad=true", 28, "count_pad=true",
+     "average pooling with padding"),
+])
+def test_a_pool_option_that_does_not_apply_is_an_error(stmt, column, key, says):
+    model = cnnc.compile(f"input 8x8x2\n{stmt}\n")
+    assert [(d.code, d.span.line, d.span.column) for d in model.diagnostics] == \
+        [("unknown-option", 2, column)], model.diagnostics
+    d = model.diagnostics[0]
+    assert stmt[column - 1:].startswith(key)  # the caret is on the option
+    assert says in d.message and d.hint.startswith("remove it")
+
+
+def test_pool_hints_say_what_to_write_instead():
+    def hint(stmt):
+        (d,) = cnnc.compile(f"input 8x8x2\n{stmt}\n").diagnostics
+        return d.hint
+    assert "write `pool avg K stride=2`" in hint("gap stride=2")
+    assert "write `pool max K stride=2x1`" in hint("gmp stride=2x1")
+    assert "write `pool max K pad=1`" in hint("gmp pad=1")
+    assert "write `gmp keepdims=true`" in hint("pool max 2 keepdims=true")
+    assert "write `gap keepdims=true`" in hint("pool avg 2 keepdims=true")
+    assert "`pool avg K pad=P count_pad=true`" in hint("pool max 2 count_pad=true")
+    assert "pad the pool" in hint("pool avg 2 count_pad=true")
+
+
+@pytest.mark.parametrize("stmt,shape", [
+    ("pool avg 3 stride=1 pad=1 count_pad=true", (8, 8, 2)),
+    ("pool avg 3 stride=2 pad=1x0x0x1 ceil=true count_pad=true", (4, 4, 2)),
+    ("pool avg 2 pad=same count_pad=true", (4, 4, 2)),  # same may pad: allowed
+    ("gap keepdims=true", (1, 1, 2)),
+    ("pool global max keepdims=true", (1, 1, 2)),
+    # writing an option's default asks for nothing, so it is allowed anywhere
+    ("pool max 2 keepdims=false count_pad=false", (4, 4, 2)),
+    ("pool avg 2 count_pad=false", (4, 4, 2)),
+    ("gap ceil=false count_pad=false pad=valid", (2,)),
+    ("gmp pad=0 keepdims=false", (2,)),
+])
+def test_pool_options_where_they_apply(stmt, shape):
+    assert build(f"input 8x8x2\n{stmt}\n").output_shape == shape
+
+
 def test_activation_parameters_by_position_or_by_name():
     g = build("input 4x4x1; leaky_relu 0.2; leaky_relu slope=0.3; leaky_relu negative_slope=0.4;"
               " leaky_relu; elu 0.5; elu alpha=0.6; elu").graph

@@ -216,6 +216,17 @@ def test_summary_table_text():
     assert "conv 32 3x3 pad=same relu" in text
 
 
+def test_summary_op_text_shows_every_pool_option_that_changes_something():
+    s = summary_of("input 7x7x2\npool avg 3 stride=1 pad=1 ceil=true count_pad=true\n"
+                   "pool avg 3 stride=2 pad=1\npool max 2\ngap keepdims=true\n")
+    assert [r.description for r in s.rows[1:]] == [
+        "pool avg 3x3 stride=1x1 pad=1 ceil=true count_pad=true",
+        "pool avg 3x3 stride=2x2 pad=1",  # count_pad=false is the default: not shown
+        "pool max 2x2",
+        "pool global avg keepdims=true"]
+    assert s.to_json()["layers"][1]["description"].endswith("count_pad=true")
+
+
 def test_model_name_comes_from_the_file(tmp_path):
     path = tmp_path / "digits_net.cnn"
     path.write_text(SEED_1)

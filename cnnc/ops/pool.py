@@ -1,9 +1,15 @@
-"""Pooling: `pool [max|avg] K [stride=S] [pad=...] [ceil=true]`, and global pooling.
+"""Pooling: `pool [max|avg] K [stride=S] [pad=...] [ceil=true] [count_pad=true]`, and global
+pooling, `pool global [avg|max] [keepdims=true]`.
 
     pool 2                      # 2x2 max pool, stride 2 (stride defaults to the size, as in Keras)
     pool avg 3x3 stride=2 pad=1
     pool max 3 stride=2 ceil=true   # Caffe's rounding (SqueezeNet, GoogLeNet)
     pool global avg             # or `gap`: H x W x C -> C
+
+An option that does not apply to the form of pooling written (`gap stride=2`, `pool max 2
+keepdims=true`, `pool max 2 count_pad=true`, `pool avg 2 count_pad=true` without padding) is an
+error at that option, not ignored. Writing an option's default (`ceil=false`) changes nothing and
+is allowed anywhere.
 """
 
 from __future__ import annotations
@@ -17,16 +23,78 @@ def _stride(attrs: dict) -> tuple[int, int]:
     return attrs["stride"] if attrs["stride"] is not None else attrs["size"]
 
 
+def _short(hw: tuple[int, int]) -> str:
+    """A size as one would write it: 2 for 2x2, 2x3 otherwise."""
+    return str(hw[0]) if hw[0] == hw[1] else size_text(hw)
+
+
+def _no_padding(pad) -> bool:
+    """pad=valid or explicit zeros. (pad=same may pad nothing for one input size but not for
+    another, so it counts as padding.)"""
+    return pad == "valid" or (not isinstance(pad, str) and not any(pad))
+
+
+_GLOBAL = ("does not apply to global pooling, which pools the whole image into one value per "
+           "channel")
+_GLOBAL_ALIAS = {"avg": "gap", "max": "gmp"}
+_WORDS = {"avg": "average", "max": "max"}
+
+
+def _global_options(attrs: dict) -> None:
+    """Window options on global pooling: an error at the option, not ignored."""
+    mode = attrs["mode"] or "avg"
+    if attrs["stride"] is not None:
+        raise ShapeError(f"`stride=` {_GLOBAL}", code="unknown-option", arg="stride",
+                         hint=f"remove it; to pool windows that move by "
+                              f"{_short(attrs['stride'])}, write "
+                              f"`pool {mode} K stride={_short(attrs['stride'])}`")
+    if not _no_padding(attrs["pad"]):
+        raise ShapeError(f"`pad=` {_GLOBAL}", code="unknown-option", arg="pad",
+                         hint=f"remove it: there is no window to pad; to pool padded windows, "
+                              f"write `pool {mode} K pad={pad_text(attrs['pad'])}`")
+    if attrs["ceil"]:
+        raise ShapeError(f"`ceil=` {_GLOBAL}", code="unknown-option", arg="ceil",
+                         hint="remove it: the output has no height or width to round")
+    if attrs["count_pad"]:
+        raise ShapeError(f"`count_pad=` {_GLOBAL}", code="unknown-option", arg="count_pad",
+                         hint="remove it: global pooling pads nothing; `count_pad=` applies "
+                              "only to average pooling with padding, like "
+                              "`pool avg 3 stride=1 pad=1 count_pad=true`")
+
+
+def _window_options(attrs: dict) -> None:
+    """Options of other forms on max or average pooling: an error at the option, not ignored."""
+    kind = attrs["kind"]
+    if attrs["keepdims"]:
+        raise ShapeError("`keepdims=` applies only to global pooling: a windowed pool's "
+                         "output is already an image", code="unknown-option", arg="keepdims",
+                         hint=f"remove it; for global {_WORDS[kind]} pooling that keeps a "
+                              f"1x1xC image, write `{_GLOBAL_ALIAS[kind]} keepdims=true`")
+    if attrs["count_pad"] and kind == "max":
+        raise ShapeError("`count_pad=` applies only to average pooling: it decides whether "
+                         "padded zeros count in the divisor of an average",
+                         code="unknown-option", arg="count_pad",
+                         hint="remove it (max pooling never takes a padded value); for average "
+                              "pooling write `pool avg K pad=P count_pad=true`")
+    if attrs["count_pad"] and _no_padding(attrs["pad"]):
+        raise ShapeError("`count_pad=` applies only to average pooling with padding, and this "
+                         "pool pads nothing: there are no padded zeros to count",
+                         code="unknown-option", arg="count_pad",
+                         hint="remove it, or pad the pool, like `pad=1`")
+
+
 def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
     h, w, c = need_image("pool", in_shapes[0])
     if attrs["kind"] == "global":
         if attrs["size"] is not None:
             raise ShapeError("global pooling takes no window size: it pools the whole image",
                              code="bad-value", arg="size", hint="write `pool global avg` or `gap`")
+        _global_options(attrs)
         return (1, 1, c) if attrs["keepdims"] else (c,)
     if attrs["mode"] is not None:
         raise ShapeError(f"`{attrs['mode']}` after the size is only for global pooling",
                          code="bad-value", arg="mode", hint=f"write `pool {attrs['mode']} K`")
+    _window_options(attrs)
     if attrs["size"] is None:
         raise ShapeError("`pool` needs a window size, like `pool 2` or `pool avg 3x3`",
                          code="missing-argument")
@@ -53,8 +121,6 @@ _ALIASES = {"maxpool": ("max pooling", {"kind": "max"}),
             "avgpool": ("average pooling", {"kind": "avg"}),
             "gap": ("global average pooling", {"kind": "global", "mode": "avg"}),
             "gmp": ("global max pooling", {"kind": "global", "mode": "max"})}
-_GLOBAL_ALIAS = {"avg": "gap", "max": "gmp"}
-_WORDS = {"avg": "average", "max": "max"}
 
 
 def alias_conflict(alias: str, attrs: dict, written: set, rest: str):
@@ -89,14 +155,17 @@ def pool_window(attrs: dict):
 
 def _describe(attrs: dict) -> str:
     if attrs["kind"] == "global":
-        return f"pool global {attrs['mode'] or 'avg'}"
+        return f"pool global {attrs['mode'] or 'avg'}" + (" keepdims=true" if attrs["keepdims"]
+                                                           else "")
     parts = [f"pool {attrs['kind']} {size_text(attrs['size'])}"]
     if attrs["stride"] is not None and attrs["stride"] != attrs["size"]:
         parts.append(f"stride={size_text(attrs['stride'])}")
     if attrs["pad"] != "valid":
         parts.append(f"pad={pad_text(attrs['pad'])}")
     if attrs["ceil"]:
-        parts.append("ceil")
+        parts.append("ceil=true")
+    if attrs["count_pad"]:
+        parts.append("count_pad=true")
     return " ".join(parts)
 
 
