@@ -172,15 +172,8 @@ def make_numpy_train_step(params: dict[str, np.ndarray], optimizer_name: str):
 # ----------------------------------------------------------------------------------------------
 
 
-CNNC_MODEL = """input 28x28x1
-conv 32 3x3 pad=same relu
-pool 2
-conv 64 3x3 pad=same relu
-pool 2
-flatten
-dense 128 relu
-dense 10 softmax
-"""
+CNNC_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                  "examples", "fashion_cnn.cnn")  # the seeds' two-convolution model
 # the hand-written Sequential's parameter names -> the cnnc model's layer names
 CNNC_NAMES = {"0": "conv_1", "3": "conv_2", "7": "dense_1", "9": "dense_2"}
 

@@ -43,15 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cnnc  # noqa: E402
 from cnnc.train.config import TrainConfig  # noqa: E402
 
-MODEL = """input 28x28x1
-conv 32 3x3 pad=same relu
-pool 2
-conv 64 3x3 pad=same relu
-pool 2
-flatten
-dense 128 relu
-dense 10 softmax
-"""
+MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                  "examples", "fashion_cnn.cnn")  # the seeds' two-convolution model
 LR = 1e-3
 
 

@@ -130,7 +130,8 @@ def _backend_options(args) -> dict:
 # cnnc train
 
 
-def train_command(args) -> int:
+def _with_model(args, body) -> int:
+    """Compile args.file and run body(model, args); a CnncError becomes a diagnostic."""
     from ..diagnostics import CnncError
 
     model = None
@@ -138,10 +139,14 @@ def train_command(args) -> int:
         model = _compile(args.file)
         if model is None:
             return EXIT_ERRORS
-        return _train(model, args)
+        return body(model, args)
     except CnncError as e:
         _print_error(e, model)
         return EXIT_ERRORS
+
+
+def train_command(args) -> int:
+    return _with_model(args, _train)
 
 
 def _train(model, args) -> int:
@@ -254,17 +259,7 @@ def resume_command(args) -> str:
 
 
 def eval_command(args) -> int:
-    from ..diagnostics import CnncError
-
-    model = None
-    try:
-        model = _compile(args.file)
-        if model is None:
-            return EXIT_ERRORS
-        return _eval(model, args)
-    except CnncError as e:
-        _print_error(e, model)
-        return EXIT_ERRORS
+    return _with_model(args, _eval)
 
 
 def _eval(model, args) -> int:
