@@ -175,7 +175,7 @@ def test_plain_text_when_piped(files):
 
 
 @pytest.mark.parametrize("command", ["check", "summary"])
-def test_check_and_summary_do_not_import_torch_or_numpy(command):
+def test_check_and_summary_do_not_import_torch_numpy_or_networkx(command):
     code = f"""
 import contextlib, io, sys
 from cnnc.cli import main
@@ -184,14 +184,15 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
         main([{command!r}, "examples/design.cnn"])
     except SystemExit as e:
         assert e.code == 0, e.code
-print("torch" in sys.modules, "numpy" in sys.modules, "rich" in sys.modules)
+print("torch" in sys.modules, "numpy" in sys.modules, "rich" in sys.modules,
+      "networkx" in sys.modules)
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env=env, timeout=60)
     assert r.returncode == 0, r.stderr
-    torch, numpy, rich = r.stdout.split()
-    assert (torch, numpy) == ("False", "False")
+    torch, numpy, rich, networkx = r.stdout.split()
+    assert (torch, numpy, networkx) == ("False", "False", "False")
     assert rich == ("False" if command == "check" else "True")
 
 
