@@ -1,7 +1,7 @@
 """Training speed: cnnc's torch session against a hand-written PyTorch loop and Keras 3.
 
     python benchmarks/torch_backend.py [--device auto|cpu|cuda] [--batch 64] [--steps 30]
-                                       [--rounds 5] [--threads N] [--no-keras]
+                                       [--rounds 5] [--threads N] [--no-keras] [--compile]
 
 Model (the seeds' two-convolution model, Fashion-MNIST shapes: 28x28x1, 10 classes):
 
@@ -61,6 +61,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--images", type=int, default=8192, help="images held on the device")
     ap.add_argument("--no-keras", action="store_true", help="skip Keras 3")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time cnnc with torch.compile (compiling takes a minute or more)")
     return ap.parse_args(argv)
 
 
@@ -72,8 +74,9 @@ def sync(device):
 # -- the contenders: each is (name, step(idx) -> None, finish() -> None) -------------------------
 
 
-def cnnc_contender(model, x, y, device, channels_last, name):
-    session = model.to_backend("torch", seed=0, device=str(device), channels_last=channels_last)
+def cnnc_contender(model, x, y, device, channels_last, name, compile=False):
+    session = model.to_backend("torch", seed=0, device=str(device), channels_last=channels_last,
+                               compile=compile)
     session.configure_optimizer(TrainConfig(optimizer="adam", lr=LR))
     data = session.put(x, y)
     pending = []
@@ -226,6 +229,9 @@ def main(argv=None) -> int:
     amp = session.amp
     contenders.append(cnnc_contender(model, x, y, device, False, "cnnc (contiguous)"))
     contenders.append(cnnc_contender(model, x, y, device, True, "cnnc (channels_last)"))
+    if args.compile:
+        contenders.append(cnnc_contender(model, x, y, device, None, "cnnc (torch.compile)",
+                                         compile=True))
     contenders.append(handwritten_contender(x, y, device, False, amp))
     contenders.append(handwritten_contender(x, y, device, True, amp))
     keras_note = "skipped (--no-keras)"
