@@ -1,7 +1,7 @@
 """Training speed: cnnc's NumPy kernels against a hand-written PyTorch loop, same process.
 
     python benchmarks/numpy_backend.py [--steps 10] [--rounds 5] [--batch 64]
-                                       [--optimizer sgd|adam] [--threads N] [--keep-freed-memory]
+                                       [--optimizer sgd|adam] [--threads N] [--default-malloc]
 
 Model (Fashion-MNIST shaped input, 1x28x28, 10 classes):
 
@@ -33,9 +33,10 @@ def _parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per side (default 5)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="threads for BLAS and torch (default: all cores)")
-    ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="tell glibc malloc to keep freed memory (affects both sides; see "
-                         "cnnc.backends.numpy.kernels.keep_freed_memory)")
+    ap.add_argument("--default-malloc", dest="keep_freed_memory", action="store_false",
+                    help="leave glibc malloc's defaults; by default the benchmark, like `cnnc "
+                         "train --backend numpy`, keeps freed memory in the process (both "
+                         "sides; see cnnc.backends.numpy.kernels.keep_freed_memory)")
     return ap.parse_args(argv)
 
 

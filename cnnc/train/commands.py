@@ -167,6 +167,13 @@ def _train(model, args) -> int:
         require_resume_files(args.out, args.file)
     ds = _load_data(model, args, config, limit=args.limit)
     backend = args.backend or "numpy"
+    if backend == "numpy":
+        # A training step allocates and frees the same large arrays each time; keeping freed
+        # memory in this process (glibc) instead of handing it back saves about a fifth of a
+        # step (benchmarks/numpy_backend.py). A process-wide choice, so the command makes it.
+        from ..backends.numpy.kernels import keep_freed_memory
+
+        keep_freed_memory()
     session = model.to_backend(backend, seed=config.seed, loss=config.loss,
                                **_backend_options(args))
     main = int(getattr(session, "rank", 0) or 0) == 0
