@@ -457,3 +457,24 @@ def test_cosine_resume_with_more_epochs_warns(tmp_path):
     train(fake_model(), FakeSession(), fake_data(), config.merged(epochs=3), out_dir=tmp_path,
           resume=True, log=warnings.append)
     assert any("epochs 2 -> 3" in w for w in warnings), warnings
+
+
+def test_ctrl_c_while_an_epoch_is_saved_counts_that_epoch(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives while epoch 1's files are written waits for them, and the run then
+    knows epoch 1 is saved (it says so, and resume starts at epoch 2)."""
+    import os
+    import signal
+
+    real = engine.write_metrics
+    calls = []
+
+    def interrupted_write(path, records):
+        if not calls:
+            os.kill(os.getpid(), signal.SIGINT)  # held back until the files are all written
+        calls.append(path)
+        real(path, records)
+
+    monkeypatch.setattr(engine, "write_metrics", interrupted_write)
+    result = train(fake_model(), FakeSession(), fake_data(), CONFIG, out_dir=tmp_path)
+    assert result.interrupted and result.completed_epoch == 1
+    assert load_safetensors(tmp_path / "state.safetensors")[1]["next_epoch"] == "2"

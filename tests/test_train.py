@@ -100,8 +100,9 @@ def test_resume_continues_exactly_where_it_stopped(quickstart_run, tmp_path):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
     ra, rb = records(full), records(tmp_path)
     assert [r.get("epoch") for r in rb] == [1, 2, 3, 4, None]
-    for x, y in zip(ra, rb):
-        assert x.get("train_loss") == pytest.approx(y.get("train_loss"), rel=1e-6)
+    for x, y in zip(ra[:-1], rb[:-1]):  # the epochs; the last record is the test's
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6)
+    assert ra[-1]["test_accuracy"] == pytest.approx(rb[-1]["test_accuracy"], abs=1e-12)
 
 
 def test_resume_refuses_an_edited_model(tmp_path):

@@ -462,10 +462,13 @@ def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume:
                     best = {"epoch": epoch, "metric": metric}
                 if t.main:
                     t.reporter.epoch_end(record)
-                    if t.out is not None:
+                # The epoch's files and its bookkeeping go together: a Ctrl-C held back while
+                # the files are written arrives after both, so the run knows the epoch is saved.
+                with _hold_sigint():
+                    if t.main and t.out is not None:
                         t.save_epoch(epoch, history, is_best, best)
-                result.completed_epoch = epoch
-                result.best_epoch, result.best_metric = best["epoch"], best["metric"]
+                    result.completed_epoch = epoch
+                    result.best_epoch, result.best_metric = best["epoch"], best["metric"]
             epoch = None  # past the epochs: Ctrl-C now interrupts only the test evaluation
             del train_data, val  # free the backend's memory (a GPU's) for the test split
             if test and len(dataset.test_x):
