@@ -56,6 +56,7 @@ def test_cnnc_train_under_torchrun(tmp_path):
     assert proc.stdout.count("epoch 1/2") == 1, proc.stdout
     assert proc.stdout.count("epoch 2/2") == 1, proc.stdout
     assert proc.stdout.count("test_accuracy") == 1, proc.stdout
+    assert "batch 32 per process x 2 processes" in proc.stdout  # the header says how it runs
     assert sorted(p.name for p in out.iterdir()) == [
         "best.safetensors", "last.safetensors", "metrics.jsonl", "state.safetensors"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

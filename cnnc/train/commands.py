@@ -184,10 +184,13 @@ def _train(model, args) -> int:
     params = model.summary().trainable_params
     opt = config.optimizer + (f" momentum {config.momentum:g}" if config.optimizer == "sgd"
                               and config.momentum else "")
+    world = int(getattr(session, "world_size", 1) or 1)
     say(f"{model.name}: {params:,} parameters | backend {getattr(session, 'backend', backend)} | "
         f"data {ds.name} {shape}, {len(ds.train_x) - n_val:,} train / {n_val:,} val / "
         f"{len(ds.test_x):,} test | {config.epochs} epoch{'s' * (config.epochs != 1)}, "
-        f"batch {config.batch_size}, {opt} lr {config.lr:g}"
+        f"batch {config.batch_size}"
+        + (f" per process x {world} processes" if world > 1 else "")
+        + f", {opt} lr {config.lr:g}"
         + (f" {config.schedule}" if config.schedule != "constant" else "")
         + (", resuming" if args.resume else ""), flush=True)
 
