@@ -284,12 +284,45 @@ def test_layout_is_chosen_by_timing_at_the_first_step(digits):
 
 
 def test_layouts_train_alike(digits):
+    """Both layouts take the same training steps, within what float32 itself allows.
+
+    The truth is the same steps in float64. A float32 run differs from it by rounding noise,
+    which is measured here (the contiguous run's own error), and by the odd discrete event that
+    no tolerance on rounding covers: a ReLU or max-pool decision that a near-tie flips, which
+    moves one of the batch x H x W contributions to a weight's update (measured: up to 160x the
+    rounding noise in 1 of 60 seeds, always below 1e-4 of the update). Over a whole epoch such
+    flips compound chaotically (seen: 2.7% on one weight), so the comparison is over a few steps,
+    of the update, in the RMS over all weights. A wrong kernel (the strided 1x1 conv bug this
+    suite once found was 40-90% off) is far outside both bounds.
+    """
     model = compiled(DIGITS_GRAPH)
     config = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32)
-    w = [train_epochs(model.to_backend("torch", seed=0, device="cpu", channels_last=cl),
-                      digits, config, 1).get_weights() for cl in (False, True)]
-    for k in w[0]:
-        np.testing.assert_allclose(w[1][k], w[0][k], rtol=1e-3, atol=1e-4, err_msg=k)
+    steps = 3
+    idx = np.random.default_rng(0).permutation(len(digits.train_x))
+
+    def updates(channels_last, dtype):
+        s = model.to_backend("torch", seed=0, device="cpu", channels_last=channels_last,
+                             dtype=dtype)
+        s.configure_optimizer(config)
+        data = s.put(digits.train_x, digits.train_y)
+        before = {k: v.astype(np.float64) for k, v in s.get_weights().items()}
+        for i in range(steps):
+            float(s.train_step(data, idx[i * 32:(i + 1) * 32])[0])
+        return {k: v.astype(np.float64) - before[k] for k, v in s.get_weights().items()}
+
+    def rms_rel(a, b):
+        num = sum(float(np.sum((a[k] - b[k]) ** 2)) for k in b)
+        return (num / sum(float(np.sum(b[k] ** 2)) for k in b)) ** 0.5
+
+    truth = updates(False, "float64")
+    noise = rms_rel(updates(False, "float32"), truth)  # measured: 3e-7 to 5e-7 over 60 seeds
+    # Rounding alone: the channels_last run's error was at most 3x the contiguous one's over
+    # 60 seeds (median 1.6); 8x leaves room. A flipped decision moves at most one of the
+    # batch x H x W contributions per step: 1 / (32 x 8 x 8) of the update, one per step.
+    flips = steps / (config.batch_size * 8 * 8)
+    allowed = max(8 * noise, flips)
+    err = rms_rel(updates(True, "float32"), truth)
+    assert err <= allowed, f"channels_last differs by {err:.3g} (allowed {allowed:.3g})"
 
 
 def test_train_step_returns_device_scalars_and_learns(digits):
