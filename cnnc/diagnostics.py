@@ -40,21 +40,26 @@ class Span:
 
 @dataclass
 class Diagnostic:
+    """One problem. `span` is None for a problem that has no place in a model file (a weights
+    file that does not fit, a command-line value out of range): it renders as `cnnc: error: ...`
+    and its JSON position fields are null."""
+
     severity: str  # ERROR or WARNING
     code: str  # a stable, kebab-case name: see CODES
     message: str
-    span: Span
+    span: Span | None
     notes: list[str] = field(default_factory=list)
     hint: str | None = None
 
     def to_json(self) -> dict:
+        span = self.span
         return {
             "severity": self.severity,
-            "file": self.span.file,
-            "line": self.span.line,
-            "column": self.span.column,
-            "end_line": self.span.end_line,
-            "end_column": self.span.end_column,
+            "file": span.file if span else None,
+            "line": span.line if span else None,
+            "column": span.column if span else None,
+            "end_line": span.end_line if span else None,
+            "end_column": span.end_column if span else None,
             "code": self.code,
             "message": self.message,
             "notes": list(self.notes),
@@ -117,7 +122,8 @@ class CnncError(Exception):
         if code is not None:
             self.code = code
 
-    def to_diagnostic(self, span: Span) -> Diagnostic:
+    def to_diagnostic(self, span: Span | None = None) -> Diagnostic:
+        """The error as a Diagnostic: at its own span, else at `span`, else unlocated."""
         return Diagnostic(ERROR, self.code, self.message, self.span or span, self.notes, self.hint)
 
 
@@ -146,7 +152,9 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
 # Rendering
 
 
-def _source_line(sources: dict[str, str], span: Span) -> str | None:
+def _source_line(sources: dict[str, str], span: Span | None) -> str | None:
+    if span is None:
+        return None
     text = sources.get(span.file)
     if text is None:
         return None
@@ -162,13 +170,14 @@ def _expand_tabs(line: str) -> str:
 
 def render_text(diagnostics: list[Diagnostic], sources: dict[str, str], *,
                 color: bool = False) -> str:
-    """The diagnostics as a person reads them, one after another, then a count."""
+    """The diagnostics as a person reads them, one after another, then a count (when any of them
+    points into a file: a lone `cnnc: error: ...` needs no tally)."""
     out: list[str] = []
     for d in diagnostics:
         out.extend(_render_one(d, sources, color))
     n_err = sum(d.severity == ERROR for d in diagnostics)
     n_warn = sum(d.severity == WARNING for d in diagnostics)
-    if n_err or n_warn:
+    if (n_err or n_warn) and any(d.span is not None for d in diagnostics):
         parts = []
         if n_err:
             parts.append(f"{n_err} error{'s' * (n_err != 1)}")
@@ -184,7 +193,8 @@ def _style(text: str, code: str, color: bool) -> str:
 
 def _render_one(d: Diagnostic, sources: dict[str, str], color: bool) -> list[str]:
     sev_color = "1;31" if d.severity == ERROR else "1;35"
-    head = (_style(f"{d.span}:", "1", color) + " " + _style(f"{d.severity}:", sev_color, color)
+    where = _style(f"{d.span}:", "1", color) if d.span is not None else "cnnc:"
+    head = (where + " " + _style(f"{d.severity}:", sev_color, color)
             + " " + _style(d.message, "1", color) + f"  [{d.code}]")
     lines = [head]
     src = _source_line(sources, d.span)

@@ -1,0 +1,154 @@
+"""What several commands share: reading the model file, argument types, the flags of commands
+that run a model (--backend, --data, --device) and what those flags turn into (a training
+configuration, a data set checked against the model, backend options).
+
+Nothing heavy at import time: `cnnc check` imports this module too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Data sets that are searched for in folders: `--data DIR` with one of these in the model's
+# `train:` section means "look for it in DIR".
+_SEARCHED = ("fashion-mnist", "mnist")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model file
+
+
+def compile_path(path: str):
+    """The compiled model of a file (or of standard input for `-`), diagnostics and all; its
+    source is remembered so later errors can quote it."""
+    from ..pipeline import compile_file, compile_text
+    from .report import remember_source
+
+    model = compile_text(sys.stdin.read(), "<stdin>") if path == "-" else compile_file(path)
+    remember_source(model.file, model.source)
+    return model
+
+
+def load_model(path: str, *, json: bool = False):
+    """The compiled model, ready to run. Warnings are printed (as text, on standard error);
+    errors raise CompileError, which `cnnc.cli.main` prints with every diagnostic."""
+    from ..diagnostics import WARNING
+    from .report import print_diagnostics
+
+    model = compile_path(path)
+    model.raise_for_errors()
+    warnings = [d for d in model.diagnostics if d.severity == WARNING]
+    if warnings and not json:
+        print_diagnostics(warnings)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument types and shared flags
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def add_run_flags(p) -> None:
+    """--backend, --data, --device: the flags of every command that runs a model."""
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="numpy (default) or torch, or a plugin's")
+    p.add_argument("--data", metavar="NAME|PATH",
+                   help="digits, fashion-mnist, mnist, shapes, npz:PATH or a folder of IDX files")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="torch: where to run (auto takes a GPU when there is one)")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the run flags turn into
+
+
+def train_config(model, args):
+    """The model file's `train:` settings with the command line's flags over them."""
+    from ..train.config import TrainConfig
+
+    base = model.train_config or TrainConfig()
+    flags = {k: getattr(args, k, None) for k in
+             ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+              "loss", "seed", "val_split", "data")}
+    if flags["data"] is not None and os.path.isdir(flags["data"]) and \
+            base.data in _SEARCHED:
+        flags["data"] = None  # a folder to search for the file's data set; see load_data
+    return base.merged(**flags)
+
+
+def backend_options(args) -> dict:
+    options = {"device": getattr(args, "device", None)}
+    if getattr(args, "channels_last", None) is not None:
+        options["channels_last"] = args.channels_last
+    if getattr(args, "compile", False):
+        options["compile"] = True
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _data_span(model, from_file: bool):
+    """Where a data problem points: the `train:` section's `data` line when the name came from
+    there, else the model's input statement."""
+    if from_file:
+        try:
+            from ..syntax import ast
+            from ..syntax.parser import parse
+
+            program, _ = parse(model.source, model.file)
+            for item in program.items:
+                if isinstance(item, ast.Section) and item.name == "train":
+                    for stmt in item.body:
+                        if isinstance(stmt, ast.Call) and stmt.head == "data":
+                            return stmt.span
+        except Exception:  # pragma: no cover - the input line is a fine fallback
+            pass
+    return model.graph[model.graph.input].span
+
+
+def load_data(model, args, config, *, limit=None):
+    """The data set for `config.data` (or `--data`), checked against the model before any
+    backend is built. Raises CnncError with a span set."""
+    from ..data import check_fits, load_dataset
+    from ..diagnostics import CnncError
+
+    spec, data_dir = config.data, None
+    from_file = getattr(args, "data", None) is None and model.train_config is not None
+    if getattr(args, "data", None) is not None and os.path.isdir(args.data) and \
+            spec in _SEARCHED:
+        data_dir = args.data  # `--data DIR`: look for the file's data set in DIR
+        from_file = True
+    classes = model.output_shape[0] if len(model.output_shape) == 1 else None
+    try:
+        ds = load_dataset(spec, data_dir=data_dir, input_shape=model.input_shape,
+                          num_classes=classes, seed=config.seed)
+    except CnncError as e:
+        e.span = e.span or _data_span(model, from_file)
+        raise
+    try:
+        check_fits(ds, model.input_shape, classes)
+    except CnncError as e:
+        e.span = e.span or _data_span(model, False)
+        raise
+    if limit is not None and limit < len(ds.train_x):
+        ds.train_x, ds.train_y = ds.train_x[:limit], ds.train_y[:limit]
+    return ds

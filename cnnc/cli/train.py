@@ -1,0 +1,162 @@
+"""`cnnc train FILE`: from a model file and flags to a trained, saved model.
+
+Exit 0 done, 1 an error (printed by cnnc.cli.report), 130 Ctrl-C (the last completed epoch
+kept, and the command that resumes it printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_run_flags, positive_float, positive_int
+from .report import EXIT_INTERRUPTED, EXIT_OK
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model",
+                       description="Train a model. Flags override the model file's `train:` "
+                                   "section.")
+    p.add_argument("file", metavar="FILE")
+    add_run_flags(p)
+    p.add_argument("--epochs", type=positive_int, metavar="N")
+    p.add_argument("--batch-size", type=positive_int, metavar="N")
+    p.add_argument("--lr", type=positive_float, metavar="F", help="learning rate")
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--momentum", type=float, metavar="F", help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, metavar="F")
+    p.add_argument("--schedule", choices=["constant", "cosine"],
+                   help="learning rate: constant, or cosine decay to 0 over the run")
+    p.add_argument("--loss", choices=["auto", "cross_entropy", "bce", "mse"])
+    p.add_argument("--seed", type=int, metavar="N")
+    p.add_argument("--val-split", type=float, metavar="F",
+                   help="fraction of the training images held out for validation")
+    p.add_argument("--out", metavar="DIR", help="write metrics.jsonl and checkpoints here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/last.safetensors (needs --out)")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="use only the first N training images (quick experiments)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch: NHWC memory layout (default: chosen by a quick measurement)")
+    p.add_argument("--compile", action="store_true", help="torch: use torch.compile")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import os
+    import sys
+
+    from ..diagnostics import CnncError
+    from ..train.engine import BEST, LAST, METRICS, split_indices, train
+    from ..train.progress import make_reporter
+    from .common import backend_options, load_data, load_model, train_config
+
+    model = load_model(args.file)
+    config = train_config(model, args)
+    if not 0 <= config.val_split < 1:
+        raise CnncError(f"--val-split must be at least 0 and below 1, not {config.val_split}",
+                        code="usage")
+    if args.resume and not args.out:
+        raise CnncError("--resume needs --out DIR: the folder of the run to continue",
+                        code="usage", hint=f"cnnc train {args.file} --out DIR --resume")
+    if args.resume:  # before the slow part: loading the data, building the backend
+        from ..train.engine import require_resume_files
+
+        require_resume_files(args.out, args.file)
+    ds = load_data(model, args, config, limit=args.limit)
+    backend = args.backend or "numpy"
+    if backend == "numpy":
+        # A training step allocates and frees the same large arrays each time; keeping freed
+        # memory in this process (glibc) instead of handing it back saves about a fifth of a
+        # step (benchmarks/numpy_backend.py). A process-wide choice, so the command makes it.
+        from ..backends.numpy.kernels import keep_freed_memory
+
+        keep_freed_memory()
+    session = model.to_backend(backend, seed=config.seed, loss=config.loss,
+                               **backend_options(args))
+    main = int(getattr(session, "rank", 0) or 0) == 0
+    say = print if main else (lambda *a, **k: None)
+
+    n_val = len(split_indices(len(ds.train_x), config.val_split, config.seed)[1])
+    shape = "x".join(map(str, ds.image_shape))
+    params = model.summary().trainable_params
+    opt = config.optimizer + (f" momentum {config.momentum:g}" if config.optimizer == "sgd"
+                              and config.momentum else "")
+    world = int(getattr(session, "world_size", 1) or 1)
+    say(f"{model.name}: {params:,} parameters | backend {getattr(session, 'backend', backend)} | "
+        f"data {ds.name} {shape}, {len(ds.train_x) - n_val:,} train / {n_val:,} val / "
+        f"{len(ds.test_x):,} test | {config.epochs} epoch{'s' * (config.epochs != 1)}, "
+        f"batch {config.batch_size}"
+        + (f" per process x {world} processes" if world > 1 else "")
+        + f", {opt} lr {config.lr:g}"
+        + (f" {config.schedule}" if config.schedule != "constant" else "")
+        + (", resuming" if args.resume else ""), flush=True)
+
+    reporter = make_reporter(sys.stdout)
+    result = train(model, session, ds, config, out_dir=args.out, resume=args.resume,
+                   reporter=reporter, log=lambda text: print(text, file=sys.stderr),
+                   model_file=os.path.basename(model.file))
+    if result.interrupted:
+        if main:
+            _report_interrupt(args, result)
+        return EXIT_INTERRUPTED
+    if result.first_epoch > config.epochs and main:
+        print(f"{args.out} already holds {result.completed_epoch} epochs; pass a larger "
+              "--epochs to train longer")
+    if result.test is not None:
+        say(f"test_loss {_fmt(result.test['test_loss'])}  test_accuracy "
+            f"{result.test['test_accuracy']:.4f}  ({result.test['test_images']:,} images, "
+            f"weights after epoch {result.completed_epoch})")
+    if args.out and main:
+        best = f" (best: epoch {result.best_epoch}, lowest {result.best_key})" \
+            if result.best_epoch else ""
+        say(f"saved {os.path.join(args.out, LAST)}, {os.path.join(args.out, BEST)}{best} and "
+            f"{os.path.join(args.out, METRICS)}")
+    return EXIT_OK
+
+
+def _fmt(value) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def _report_interrupt(args, result) -> None:
+    import sys
+
+    done = result.completed_epoch
+    when = (f"during epoch {result.interrupted_epoch}"
+            if result.interrupted_epoch and result.interrupted_epoch > done
+            else f"after epoch {done}")
+    lines = [f"interrupted {when}."]
+    if args.out and done >= 1:
+        lines.append(f"{args.out} holds epoch {done} (the last completed one); to continue "
+                     f"from epoch {done + 1} exactly where it stopped, run:")
+        lines.append(f"  {resume_command(args)}")
+    elif args.out:
+        lines.append("no epoch was completed, so nothing was saved.")
+    else:
+        lines.append("nothing was saved: pass --out DIR to keep checkpoints.")
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def resume_command(args) -> str:
+    """The `cnnc train ... --resume` line that continues this run: the same file and flags."""
+    import shlex
+
+    words = ["cnnc", "train", args.file]
+    flags = [("backend", "--backend"), ("data", "--data"), ("epochs", "--epochs"),
+             ("batch_size", "--batch-size"), ("lr", "--lr"), ("optimizer", "--optimizer"),
+             ("momentum", "--momentum"), ("weight_decay", "--weight-decay"),
+             ("schedule", "--schedule"), ("loss", "--loss"),
+             ("seed", "--seed"), ("val_split", "--val-split"), ("limit", "--limit"),
+             ("out", "--out")]
+    for attr, flag in flags:
+        value = getattr(args, attr, None)
+        if value is not None:
+            words += [flag, str(value)]
+    if getattr(args, "device", "auto") not in (None, "auto"):
+        words += ["--device", args.device]
+    if getattr(args, "channels_last", None) is not None:
+        words.append("--channels-last" if args.channels_last else "--no-channels-last")
+    if getattr(args, "compile", False):
+        words.append("--compile")
+    words.append("--resume")
+    return " ".join(shlex.quote(w) for w in words)
