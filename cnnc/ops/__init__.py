@@ -11,6 +11,7 @@ module (imported for its `register` calls) or a callable returning an OpSchema o
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -119,11 +120,15 @@ def _load_builtins() -> None:
     global _builtins_loaded
     if _builtins_loaded:
         return
-    _builtins_loaded = True
+    # The flag is set only once every module has registered: a thread that finds it unset
+    # imports them too, and Python's import lock makes it wait for the first thread's imports.
     from . import activation, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
+    _builtins_loaded = True
 
 
 _plugin_errors: list[str] = []  # "plugin `name` (module:attr): what went wrong"
+# Re-entrant: a plugin's module may itself look an op up while it loads.
+_plugins_lock = threading.RLock()
 
 
 def _load_plugins() -> None:
@@ -132,7 +137,13 @@ def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
+    with _plugins_lock:  # another thread may be loading them: wait for it, not load them twice
+        if not _plugins_loaded:
+            _load_plugins_now()
+            _plugins_loaded = True
+
+
+def _load_plugins_now() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):

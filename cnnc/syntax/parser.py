@@ -7,7 +7,7 @@ problem, down to a stray byte, becomes a Diagnostic with a span.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+import threading
 from pathlib import Path
 
 from lark import Lark, Token
@@ -145,8 +145,20 @@ def _cache_file(grammar: str, options: dict) -> str | None:
     return os.path.join(folder, f"grammar-{digest}.lark-cache")
 
 
-@lru_cache(maxsize=1)
+_per_thread = threading.local()
+
+
 def _lark() -> Lark:
+    """This thread's parser. The postlexer and the AST builder hold the state of the parse in
+    progress (its file, its open parentheses), so one parser serves one thread at a time: each
+    thread builds its own, once, from the cached tables."""
+    parser = getattr(_per_thread, "parser", None)
+    if parser is None:
+        parser = _per_thread.parser = _build_lark()
+    return parser
+
+
+def _build_lark() -> Lark:
     grammar = grammar_text()
     # The AST is built while parsing (transformer=), never as a lark tree first: that halves the
     # time a long model takes. keep_all_tokens lets _AstBuilder see the tokens lark would drop
@@ -194,7 +206,7 @@ class _AstBuilder:
     Rules with no method here (`_stmts`, `_body`, ...) become lark Trees, which lark splices into
     the rule that uses them.
 
-    One instance serves every parse (lark keeps it); `reset` points it at the next one. Value
+    One instance serves every parse of its thread's parser; `reset` points it at the next one. Value
     errors go to a list of their own, kept only if the whole text parses: a parse that fails is
     retried with the faulty line blanked, and would report them again.
     """
