@@ -1,4 +1,4 @@
-"""Third-party ops through the `cnnc.ops` entry-point group.
+"""Third-party ops through the `cnnc.ops` and `cnnc.kernels` entry-point groups.
 
 Each test writes a fake installed distribution into a temporary folder (a module plus a
 `*.dist-info` with METADATA and entry_points.txt, which is all importlib.metadata reads), then
@@ -59,7 +59,8 @@ def make():
 '''
 
 
-def install(site: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]):
+def install(site: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str],
+            kernels: dict[str, str] | None = None):
     """A fake installed distribution: what `pip install` would leave in site-packages."""
     for name, source in modules.items():
         (site / f"{name}.py").write_text(textwrap.dedent(source))
@@ -67,6 +68,8 @@ def install(site: Path, dist: str, modules: dict[str, str], entry_points: dict[s
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     lines = ["[cnnc.ops]"] + [f"{k} = {v}" for k, v in entry_points.items()]
+    if kernels:
+        lines += ["[cnnc.kernels]"] + [f"{k} = {v}" for k, v in kernels.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -144,3 +147,190 @@ def test_a_broken_plugin_does_not_break_the_compiler(tmp_path):
                for line in lines)
     assert any("`clash`" in line and "duplicate registration for op 'conv'" in line
                for line in lines)
+
+
+# -- a plugin op with its kernels, trained on both backends --------------------------------------
+
+# Three kinds of op, all from outside the package: `chanscale` (a learned per-channel factor,
+# its initial value declared with the op), `gatemul` (a two-input op, recognised as such by its
+# n_inputs alone) and `softsign` (an activation: one table entry, usable fused).
+TRAINED_OPS = '''
+from cnnc.ops import Activation, OpSchema, Param, ShapeError, register, register_activation
+
+
+def infer_gatemul(attrs, in_shapes):
+    x, gate = in_shapes
+    if gate != x:
+        raise ShapeError("`gatemul` needs two tensors of one shape", code="merge-shape")
+    return x
+
+
+register(OpSchema(
+    name="chanscale", summary="multiply each channel by a learned factor",
+    infer=lambda attrs, ins: ins[0],
+    params=lambda attrs, ins: {"weight": Param((ins[0][-1],), 0.5)},
+    describe=lambda attrs: "chanscale",
+))
+register(OpSchema(name="gatemul", summary="x * gate", n_inputs=2, infer=infer_gatemul,
+                  describe=lambda attrs: "gatemul"))
+register_activation(Activation("softsign", "x / (1 + |x|)"))
+'''
+
+NUMPY_KERNELS = '''
+import numpy as np
+from cnnc.backends import register_kernel
+
+
+def scale_f(layer, p, inputs, ctx):
+    (x,) = inputs
+    w = p["weight"].reshape(1, -1, *([1] * (x.ndim - 2)))
+    return x * w, (x, w)
+
+
+def scale_b(layer, p, cache, dy, ctx):
+    x, w = cache
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    return [dy * w], {"weight": (dy * x).sum(axis=axes)}
+
+
+def mul_f(layer, p, inputs, ctx):
+    a, b = inputs
+    return a * b, (a, b)
+
+
+def mul_b(layer, p, cache, dy, ctx):
+    a, b = cache
+    return [dy * b, dy * a], {}
+
+
+def softsign_f(x):
+    return x / (1 + np.abs(x)), x
+
+
+def softsign_b(dy, x):
+    return dy / (1 + np.abs(x)) ** 2
+
+
+register_kernel("numpy", "chanscale", (scale_f, scale_b))
+register_kernel("numpy", "gatemul", (mul_f, mul_b))
+register_kernel("numpy", "softsign", (softsign_f, softsign_b))
+'''
+
+TORCH_KERNELS = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ChanScale(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels))
+
+    def forward(self, x):
+        return x * self.weight.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+class GateMul(nn.Module):
+    def forward(self, a, b):
+        return a * b
+
+
+def register():
+    from cnnc.backends import register_kernel
+
+    register_kernel("torch", "chanscale", lambda layer, in_shapes: ChanScale(in_shapes[0][-1]))
+    register_kernel("torch", "gatemul", lambda layer, in_shapes: GateMul())
+    register_kernel("torch", "softsign", F.softsign)
+'''
+
+TRAINED_MODEL = "input 8x8x1; conv 6 3 pad=same softsign; a = here; chanscale; gatemul a; " \
+                "softsign; pool 2; flatten; dense 10 softmax"
+
+
+def test_a_plugin_op_with_its_kernels_trains_on_both_backends(tmp_path):
+    install(tmp_path, "fake_cnnc_trained", {"fake_trained_ops": TRAINED_OPS,
+                                            "fake_trained_np": NUMPY_KERNELS,
+                                            "fake_trained_torch": TORCH_KERNELS},
+            {"trained": "fake_trained_ops"},
+            kernels={"numpy": "fake_trained_np", "torch.ops": "fake_trained_torch:register"})
+    r = run(tmp_path, f"""
+        import json
+        import numpy as np
+        import cnnc
+        from cnnc.data import load_dataset
+        from cnnc.train.config import TrainConfig
+
+        model = cnnc.compile({TRAINED_MODEL!r})
+        assert model.ok, model.diagnostics
+        ds = load_dataset("digits")
+        out = {{"ops": [l.op for l in model.graph.layers()],
+               "gatemul_inputs": model.graph["gatemul_1"].inputs}}
+        # one batch in float64 on both backends: the same loss and gradients
+        x = ds.train_x[:16].transpose(0, 3, 1, 2).astype(np.float64)
+        y = ds.train_y[:16]
+        res = {{}}
+        weights = model.to_backend("numpy").get_weights()  # the same values on both sides
+        for backend in ("numpy", "torch"):
+            session = model.to_backend(backend, dtype="float64", device="cpu")
+            session.set_weights(weights)
+            res[backend] = session.gradients(x, y)
+        (la, ga, _), (lb, gb, _) = res["numpy"], res["torch"]
+        out["loss_diff"] = abs(la - lb)
+        out["grad_diff"] = max(float(np.abs(ga[k] - gb[k]).max()) for k in ga)
+        out["grad_keys_equal"] = sorted(ga) == sorted(gb)
+        # train each for two epochs of digits
+        config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=32)
+        for backend in ("numpy", "torch"):
+            session = model.to_backend(backend, device="cpu")
+            assert session.get_weights()["chanscale_1.weight"].tolist() == [0.5] * 6
+            session.configure_optimizer(config)
+            data = session.put(ds.train_x, ds.train_y)
+            test = session.put(ds.test_x, ds.test_y)
+            before = session.evaluate(test)[0]
+            n = len(ds.train_x)
+            for epoch in (1, 2):
+                perm = np.random.default_rng(epoch).permutation(n)
+                for i in range(0, n, 32):
+                    session.train_step(data, perm[i:i + 32])
+            loss, correct = session.evaluate(test)
+            out[backend] = {{"before": before, "after": loss, "accuracy": correct / len(ds.test_y),
+                            "scale": session.get_weights()["chanscale_1.weight"].tolist()}}
+        print(json.dumps(out))
+    """)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ops"] == ["input", "conv", "chanscale", "gatemul", "softsign", "pool", "flatten",
+                          "dense"]
+    assert out["gatemul_inputs"] == ["chanscale_1", "conv_1"]  # `a = here` named conv_1
+    assert out["grad_keys_equal"]
+    # float64 on both sides: what differs is the order of additions, ~1e-16 relative; losses
+    # and gradients here are O(1), so 1e-10 is a million times the noise and far below a bug.
+    assert out["loss_diff"] < 1e-10 and out["grad_diff"] < 1e-10
+    for backend in ("numpy", "torch"):
+        got = out[backend]
+        assert got["after"] < 0.7 * got["before"], got  # it learns (chance loss is ln 10)
+        assert got["accuracy"] > 0.6, got  # chance: 0.1
+        assert got["scale"] != [0.5] * 6  # the plugin's parameter is trained
+
+
+def test_a_plugin_op_without_a_kernel_says_so(tmp_path):
+    install(tmp_path, "fake_cnnc_nokernel", {"fake_trained_ops": TRAINED_OPS},
+            {"trained": "fake_trained_ops"})
+    r = run(tmp_path, """
+        import cnnc
+        from cnnc.diagnostics import CnncError
+        model = cnnc.compile("input 4x4x1; chanscale; flatten; dense 2")
+        assert model.ok, model.diagnostics
+        for backend in ("numpy", "torch"):
+            try:
+                model.to_backend(backend, device="cpu")
+            except CnncError as e:
+                print(e.message, "|", e.hint)
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2
+    for backend, line in zip(("numpy", "torch"), lines):
+        assert f"backend '{backend}' has no kernel for op 'chanscale'" in line
+        assert "register_kernel" in line

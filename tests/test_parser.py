@@ -169,8 +169,8 @@ def test_everything_builds():
     assert g["a"].inputs == ["d.add_1"] and g["b"].inputs == ["d.add_1"]
     assert g["concat_1"].inputs == ["a", "b", "b"]  # `c = here` named b's output
     assert g["concat_1"].shape == (16, 16, 24)
-    assert g["b"].attrs["pads"] == (0, 2, 1, 1)
-    assert g["conv_1"].attrs["pads"] == (1, 1, 1, 1)
+    assert g["b"].settled["pads"] == (0, 2, 1, 1)
+    assert g["conv_1"].settled["pads"] == (1, 1, 1, 1)
     assert g["pool_1"].attrs["ceil"] is True and g["pool_1"].attrs["kind"] == "avg"
     assert g["pool_3"].attrs["kind"] == "global" and g["pool_3"].shape == (24,)
     assert g["leaky_relu_1"].attrs["slope"] == 0.2

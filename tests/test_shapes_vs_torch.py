@@ -125,7 +125,7 @@ def test_conv_shape_and_params_match_torch(i):
     assert model.output_shape == expected, text
     if c["pads"] == "same":
         assert expected[:2] == (math.ceil(c["h"] / c["sh"]), math.ceil(c["w"] / c["sw"]))
-        assert model.graph["conv_1"].attrs["pads"] == pads, "'same' must split as TensorFlow"
+        assert model.graph["conv_1"].settled["pads"] == pads, "'same' must split as TensorFlow"
     summary = model.summary()
     assert summary.total_params == sum(p.numel() for p in layer.parameters()), text
     assert summary.non_trainable_params == 0
@@ -157,7 +157,7 @@ def test_same_padding_is_tensorflows(m, k, s, d):
     model = compile_ok(f"input {m}x{m}x1; conv 1 {k} stride={s} dilation={d} pad=same")
     assert model.ok
     assert model.output_shape == (out, out, 1)
-    assert model.graph["conv_1"].attrs["pads"] == (before, after, before, after)
+    assert model.graph["conv_1"].settled["pads"] == (before, after, before, after)
     assert after - before in (0, 1)
 
 

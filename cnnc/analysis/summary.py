@@ -88,7 +88,7 @@ def summarize(graph: LayerGraph, model: str) -> Summary:
         non_trainable += n
         macs += layer.macs
         act += prod(layer.shape) * BYTES_PER_VALUE
-        desc = schema.describe(layer.attrs) if schema.describe else layer.op
+        desc = schema.describe(layer.settled) if schema.describe else layer.op
         rows.append(Row(layer.name, layer.op, desc, layer.shape, t + n, t, layer.macs,
                         layer.receptive_field, list(layer.inputs), layer.span.line))
     return Summary(model=model, input=graph[graph.input].shape, rows=rows,

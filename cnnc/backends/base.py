@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..diagnostics import CnncError
+from ..ops import find_activation
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,15 @@ def plan_loss(model, name: str = "auto") -> LossPlan:
     if name == "cross_entropy" and classes == 1:
         raise CnncError("cross-entropy needs at least two outputs, but the model has one",
                         code="backend", hint="use `loss bce` for a single sigmoid output")
-    fused = (name == "cross_entropy" and last == "softmax") or (name == "bce" and last == "sigmoid")
+    act = find_activation(last)
+    fused = act is not None and act.absorbed_by == name
     return LossPlan(name, fused, classes)
+
+
+def absorbed_activation(graph, layer, plan: LossPlan | None) -> bool:
+    """Whether the loss applies this layer's activation itself: the model's output layer,
+    when the loss plan folds its final activation (softmax, sigmoid) into the loss."""
+    return plan is not None and plan.fused and layer.name == graph.output
 
 
 def check_weights(expected: dict[str, tuple], given: dict[str, np.ndarray], source: str) -> None:

@@ -1,8 +1,8 @@
 """AST to layer graph: blocks expanded, names resolved, every layer's arguments validated.
 
 The builder walks the program top to bottom keeping a *current tensor* (what the next layer
-reads). `x = ...` names a tensor, `from x` makes a named tensor current again, `add`/`concat`
-merge the current tensor with named ones, and a block call expands the block's body in a scope of
+reads). `x = ...` names a tensor, `from x` makes a named tensor current again, an op that reads
+several tensors (its schema's n_inputs; `add`, `concat`) merges the current tensor with named ones, and a block call expands the block's body in a scope of
 its own, with its parameters bound to the call's arguments.
 
 Errors do not stop the walk: a statement that fails is skipped and the next one carries on, so
@@ -27,8 +27,14 @@ MAX_REPEAT = 10_000
 MAX_STEPS = 50_000
 MAX_ERRORS = 100  # then stop, as compilers do: the rest are likely consequences
 _REPEAT = re.compile(r"x([0-9]+)")
-MERGES = ("add", "concat")
-KEYWORDS = ("from", "here", "block", "train", "input", *MERGES)
+KEYWORDS = ("from", "here", "block", "train", "input")
+
+
+def _merges(name: str) -> bool:
+    """Whether `name` is an op that reads several named tensors (add, concat, a plugin's).
+    Asks only the ops loaded so far: a tensor name must not make `check` load plugins."""
+    found = ops.lookup(name, plugins=False)
+    return found is not None and found[0].merges
 
 
 class _Skip(Exception):
@@ -195,7 +201,7 @@ class Builder:
 
     def check_name(self, name: str, span: Span, scope: Scope) -> bool:
         """Whether `name` may name a new tensor here; if not, say why."""
-        if name in KEYWORDS or name in scope.params:
+        if name in KEYWORDS or name in scope.params or _merges(name):
             what = "a block parameter" if name in scope.params else "a keyword"
             self.error(span, "duplicate-name", f"`{name}` is {what} and cannot name a tensor",
                        scope=scope, hint=f"choose another name, like `{name}_1`")
@@ -276,8 +282,10 @@ class Builder:
             self.error(call.span, "syntax", "`here` names the current tensor: write "
                        "`NAME = here`", scope=scope)
             raise _Skip
-        if head in MERGES:
-            return self.merge(call, scope, name)
+        if head not in self.blocks:
+            found = ops.lookup(head)
+            if found is not None and found[0].merges:
+                return self.merge(call, scope, found[0], found[1], name)
         call, repeat = self.split_repeat(call, scope)
         if head in self.blocks:
             result = None
@@ -315,7 +323,7 @@ class Builder:
         head = call.head
         if head in scope.params:
             self.parameter_as_layer(call, scope)
-        candidates = ops.names() + list(self.blocks) + ["from", "add", "concat"]
+        candidates = ops.names() + list(self.blocks) + ["from"]
         hint = did_you_mean(head, candidates)
         if head in scope.names:
             hint = f"to continue from the tensor `{head}`, write `from {head}`"
@@ -463,8 +471,11 @@ class Builder:
             self.error(spans.get(key, call.span), "bad-value", message, hint=hint, scope=scope)
             raise _Skip
 
-    def merge(self, call: ast.Call, scope: Scope, name: str | None) -> str:
-        if call.options:
+    def merge(self, call: ast.Call, scope: Scope, schema, alias_attrs: dict,
+              name: str | None) -> str:
+        """An op that reads several tensors (n_inputs None or >= 2): its positional arguments
+        name them, its options are bound as any op's."""
+        if call.options and not schema.options:
             self.error(call.options[0].span, "unknown-option", f"`{call.head}` takes no options",
                        scope=scope)
             raise _Skip
@@ -472,19 +483,36 @@ class Builder:
             self.error(call.span, "missing-argument", f"`{call.head}` needs the names of the "
                        f"tensors to merge, like `{call.head} skip`", scope=scope)
             raise _Skip
+        spans: dict = {}
+        attrs, problems = bind(call.head, (), schema.options, (), call.options, spans)
+        for span, code, message, hint in problems:
+            self.error(span or call.span, code, message, hint=hint, scope=scope)
+        if problems:
+            raise _Skip
         operands = [self.resolve(v, scope) for v in call.args]
         current = self.need_current(call, scope)
         if current not in operands:
             operands.insert(0, current)
+        want = schema.n_inputs
         if len(operands) < 2:
             self.error(call.span, "merge-shape", f"`{call.head}` needs at least two tensors, "
                        "but only the current one was named", scope=scope)
             raise _Skip
+        if want is not None and len(operands) != want:
+            self.error(call.span, "merge-shape", f"`{call.head}` reads {want} tensors, but "
+                       f"{len(operands)} were given (the current one comes first unless "
+                       "named)", scope=scope,
+                       hint=f"name {want - 1} tensor{'s' * (want > 2)}, like "
+                            f"`{call.head} skip`" if want == 2 else None)
+            raise _Skip
+        attrs.update(schema.fixed)
+        attrs.update(alias_attrs)
         labels = {src: f"`{v.value}`" for src, v in zip(operands[-len(call.args):], call.args)}
-        layer = Layer(name=self.layer_name(call.head, name, scope), op=call.head, attrs={},
-                      inputs=operands, span=call.span, text=self.text_of(call.span),
+        layer = Layer(name=self.layer_name(schema.name, name, scope), op=schema.name,
+                      attrs=attrs, inputs=operands, span=call.span, text=self.text_of(call.span),
                       context=scope.context, top_line=scope.call_line or call.span.line,
-                      input_labels=[labels.get(src, "the current tensor") for src in operands])
+                      input_labels=[labels.get(src, "the current tensor") for src in operands],
+                      arg_spans=spans)
         scope.current = self.add_layer(layer, scope)
         return scope.current
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import ops
 from ..diagnostics import Span
-from ..ops import ACTIVATIONS
 
 
 @dataclass
 class Layer:
     name: str  # unique in the graph; block instances prefix it: "layer1_1.conv_2"
     op: str  # the canonical op name: conv, pool, dense, relu, add, ...
-    attrs: dict  # validated attributes; shape inference adds resolved ones (e.g. "pads")
+    attrs: dict  # the attributes as written and bound (defaults filled in); never changed
     inputs: list[str]  # ordered input layer names
     span: Span  # the statement that made this layer
     text: str  # that statement, as written
@@ -22,17 +22,31 @@ class Layer:
     arg_spans: dict = field(default_factory=dict)  # attr name -> span of the word that set it
     # Filled by shape inference:
     shape: tuple | None = None  # (H, W, C), or (N,) once flat
+    # The attributes backends and analyses read: `attrs` updated with what the shape rule
+    # settled (conv: groups, filters, pads; pool: stride, pads, mode, divisor...), and, on a
+    # layer that applies an activation (fused or standalone), "activation" (its name) and
+    # "activation_params" (its parameters, defaults filled in). Nothing re-derives these.
+    settled: dict = field(default_factory=dict)
+    in_shapes: list = field(default_factory=list)  # the shapes of the inputs, in order
     params: dict = field(default_factory=dict)  # trainable: name -> shape (PyTorch layout)
     buffers: dict = field(default_factory=dict)  # non-trainable state: name -> shape
+    # how each parameter and buffer starts: name -> initializer name or a number (ops.Param)
+    init: dict = field(default_factory=dict)
     macs: int = 0
     receptive_field: int | None = None
 
     @property
     def activation(self) -> str | None:
         """The activation this layer applies, fused (conv 32 3 relu) or standalone (relu)."""
-        if self.op in ACTIVATIONS:
+        if ops.find_activation(self.op) is not None:
             return self.op
         return self.attrs.get("activation")
+
+    @property
+    def fused_activation(self) -> str | None:
+        """The activation applied after this layer's own computation (conv 32 3 relu); None
+        for a standalone activation layer, whose computation is the activation."""
+        return None if ops.find_activation(self.op) is not None else self.attrs.get("activation")
 
     def where(self) -> str:
         return f"line {self.span.line}"

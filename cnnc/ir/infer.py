@@ -6,6 +6,8 @@ gives one diagnostic, not a cascade; independent mistakes are all reported.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from .. import ops
 from ..diagnostics import ERROR, WARNING, Diagnostic
 from ..ops import ShapeError
@@ -56,7 +58,12 @@ def infer(graph: LayerGraph) -> list[Diagnostic]:
         if None in in_shapes:
             continue
         try:
-            shape = tuple(schema.infer(layer.attrs, in_shapes))
+            # read-only: a shape rule returns what it settles, it never writes into the attrs
+            result = schema.infer(MappingProxyType(layer.attrs), in_shapes)
+            if isinstance(result, ops.Inferred):
+                shape, settled = tuple(result.shape), result.settled
+            else:
+                shape, settled = tuple(result), {}
             if shape and min(shape) <= 0:
                 raise ShapeError(f"the output of this layer would be {fmt_shape(shape)}: "
                                  "a size reaches zero", code="kernel-too-large")
@@ -82,14 +89,44 @@ def infer(graph: LayerGraph) -> list[Diagnostic]:
             diagnostics.append(Diagnostic(ERROR, e.code, e.message, span, notes, e.hint))
             continue
         layer.shape = shape
-        layer.params = schema.params(layer.attrs, in_shapes)
-        layer.buffers = schema.buffers(layer.attrs, in_shapes)
-        layer.macs = schema.macs(layer.attrs, in_shapes, shape)
+        layer.in_shapes = in_shapes
+        layer.settled = _settle(layer, settled)
+        layer.params, layer.init = _declared(schema.params(layer.settled, in_shapes),
+                                             "he_uniform")
+        layer.buffers, buffer_init = _declared(schema.buffers(layer.settled, in_shapes), "zeros")
+        layer.init.update(buffer_init)
+        layer.macs = schema.macs(layer.settled, in_shapes, shape)
         rf[layer.name] = _receptive_field(schema, layer, [rf.get(n) for n in layer.inputs])
         layer.receptive_field = rf[layer.name][0] if rf[layer.name] else None
 
     diagnostics.extend(_activation_warnings(graph))
     return diagnostics
+
+
+def _settle(layer: Layer, settled: dict) -> dict:
+    """The layer's settled attributes: as written, updated with what its shape rule settled,
+    and with its activation's parameters (a fused one takes the defaults)."""
+    out = {**layer.attrs, **settled}
+    name = layer.activation
+    act = ops.find_activation(name)
+    if act is not None:
+        params = act.defaults()
+        if name == layer.op:  # a standalone activation: its parameters as written
+            params.update({k: out[k] for k in params if k in out})
+        out["activation"] = name
+        out["activation_params"] = params
+    return out
+
+
+def _declared(params: dict, default_init) -> tuple[dict, dict]:
+    """A schema's parameters (name -> ops.Param or bare shape) as (name -> shape, name -> init)."""
+    shapes, inits = {}, {}
+    for name, p in params.items():
+        if isinstance(p, ops.Param):
+            shapes[name], inits[name] = tuple(p.shape), p.init
+        else:
+            shapes[name], inits[name] = tuple(p), default_init
+    return shapes, inits
 
 
 def _receptive_field(schema, layer: Layer, ins: list) -> tuple[int, int] | None:
@@ -102,7 +139,7 @@ def _receptive_field(schema, layer: Layer, ins: list) -> tuple[int, int] | None:
     j_in = max(i[1] for i in ins)
     if schema.window is None:
         return (r_in, j_in)
-    window = schema.window(layer.attrs)
+    window = schema.window(layer.settled)
     if window is None:
         return None
     kh, _, sh, _ = window

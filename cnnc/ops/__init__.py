@@ -1,9 +1,19 @@
 """The op registry: one schema per op, declared in one module per op family.
 
-A schema says what an op takes (positional arguments and key=value options, with types,
-defaults and validation), how it maps input shapes to an output shape, what parameters it owns
-and how many multiply-accumulates it costs. It holds no kernel: backends keep those, in a table
-from op name to kernel, so adding a backend touches no file here.
+A schema is the one home of an op's meaning. It says what the op takes (positional arguments
+and key=value options, with types, defaults and validation), how many inputs it reads
+(`n_inputs`), how input shapes map to an output shape *and to the settled attributes* (the
+resolved stride, explicit pads, groups, pool mode, defaults...), what parameters it owns with
+their initial values, and how many multiply-accumulates it costs. Shape rules are pure: they
+read the attributes as written and return `Inferred(shape, settled)`; they never write into
+their input. Backends and the summary read only the settled attributes (`layer.settled`).
+
+Activations live in one table (`Activation`, `register_activation`, `activations()`): name,
+parameters with defaults, summary, and whether a loss absorbs it at the model's output. Each
+activation is also an op (`relu` as a layer), and conv/dense take one fused (`conv 32 3 relu`).
+
+A schema holds no kernel: backends keep those, registered per (backend, op) with
+`cnnc.backends.register_kernel`, so adding a backend touches no file here.
 
 Third-party packages add ops through the entry-point group ``cnnc.ops``: each entry point names a
 module (imported for its `register` calls) or a callable returning an OpSchema or a list of them.
@@ -12,13 +22,12 @@ module (imported for its `register` calls) or a callable returning an OpSchema o
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 REQUIRED = object()
 ENTRY_POINT_GROUP = "cnnc.ops"
-ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu",
-               "silu")
 
 
 class ShapeError(Exception):
@@ -58,6 +67,33 @@ class Arg:
         return self.default is REQUIRED
 
 
+class Inferred(NamedTuple):
+    """What a shape rule returns: the output shape and the attributes it settled.
+
+    `settled` holds only what the rule decided beyond the attributes as written (resolved
+    stride, explicit pads (top, bottom, left, right), groups, defaults that depend on the
+    input...); the layer's settled attributes are the written ones updated with these. A rule
+    may also return a bare shape when it settles nothing.
+    """
+
+    shape: tuple
+    settled: dict = {}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter (or buffer) an op owns: its shape and its initial value.
+
+    init: the name of an initializer ("he_uniform", "zeros", "ones"; backends/init.py holds
+    them, and `register_initializer` adds more) or a number, every element's initial value
+    (layer scale's 1e-6). A schema's `params` may give a bare shape instead: that means
+    Param(shape, "he_uniform") for a parameter and Param(shape, "zeros") for a buffer.
+    """
+
+    shape: tuple
+    init: str | float = "he_uniform"
+
+
 def _no_params(attrs, in_shapes):
     return {}
 
@@ -70,7 +106,9 @@ def _no_macs(attrs, in_shapes, out_shape):
 class OpSchema:
     name: str
     summary: str
-    infer: Callable[[dict, list[tuple]], tuple]
+    # (attrs as written, input shapes) -> Inferred(shape, settled) or a bare shape. Pure: the
+    # attrs come read-only. A ShapeError says what is wrong.
+    infer: Callable[[dict, list[tuple]], Inferred | tuple]
     positional: tuple[Arg, ...] = ()
     options: tuple[Arg, ...] = ()
     aliases: tuple[str, ...] = ()
@@ -84,16 +122,25 @@ class OpSchema:
     alias_conflict: Callable[[str, dict, set, str], tuple | None] | None = None
     # attrs every instance has, whatever was written (dwconv is conv with depthwise=True)
     fixed: dict = field(default_factory=dict)
-    n_inputs: int | None = 1  # None: any number >= 2 (merges)
-    params: Callable[[dict, list[tuple]], dict] = _no_params  # trainable: name -> shape
-    buffers: Callable[[dict, list[tuple]], dict] = _no_params  # non-trainable state
+    # How many tensors the op reads: 1 (the current tensor), 0 (input), k >= 2, or None for
+    # any number >= 2. An op reading several is written like `add`: `mul gate`, `concat a b`
+    # (the operands are named tensors; the current one comes first unless named itself).
+    n_inputs: int | None = 1
+    # The functions below take the SETTLED attributes (written ones plus what infer settled).
+    # params: trainable, name -> Param (or a bare shape), in PyTorch's layout
+    params: Callable[[dict, list[tuple]], dict] = _no_params
+    buffers: Callable[[dict, list[tuple]], dict] = _no_params  # non-trainable state, likewise
     macs: Callable[[dict, list[tuple], tuple], int] = _no_macs
     # (effective kernel h, w, stride h, w) for the receptive field, or None if not windowed
     window: Callable[[dict], tuple] | None = None
     # the op as a short phrase for the summary table, e.g. "conv 32 3x3 s2 same relu"
     describe: Callable[[dict], str] | None = None
-    # positional arguments that mean "the layer's activation" (conv 32 3x3 relu)
     doc: str = ""
+
+    @property
+    def merges(self) -> bool:
+        """Whether a statement of this op names the tensors it reads (add, concat, ...)."""
+        return self.n_inputs is None or self.n_inputs >= 2
 
     def all_args(self) -> tuple[Arg, ...]:
         return self.positional + self.options
@@ -171,8 +218,9 @@ def plugin_errors() -> list[str]:
     return list(_plugin_errors)
 
 
-def lookup(name: str) -> tuple[OpSchema, dict] | None:
-    """The schema for an op name or alias, with the attrs the alias fixes; None if unknown."""
+def lookup(name: str, *, plugins: bool = True) -> tuple[OpSchema, dict] | None:
+    """The schema for an op name or alias, with the attrs the alias fixes; None if unknown.
+    With plugins=False, plugins not loaded yet are not loaded for this (a cheap question)."""
     _load_builtins()
     for attempt in range(2):
         if name in _REGISTRY:
@@ -180,8 +228,10 @@ def lookup(name: str) -> tuple[OpSchema, dict] | None:
         if name in _ALIASES:
             schema = _REGISTRY[_ALIASES[name]]
             return schema, dict(schema.alias_attrs.get(name, {}))
-        if attempt == 0:
+        if attempt == 0 and plugins:
             _load_plugins()
+        else:
+            break
     return None
 
 
@@ -204,3 +254,83 @@ def schemas() -> list[OpSchema]:
     _load_builtins()
     _load_plugins()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+# -- the activation table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation: everything the checker, the summary and the backends know of it.
+
+    params: its parameters with their defaults (PyTorch's), each written positionally or as
+    key=value on a standalone layer (`leaky_relu 0.2`, `elu alpha=0.5`); fused into conv or
+    dense (`conv 32 3 elu`) it takes the defaults. absorbed_by: the loss (`cross_entropy`,
+    `bce`) that applies this activation itself when it ends the model, reading the logits.
+    Each backend brings one kernel per activation (see cnnc.backends.register_kernel).
+    """
+
+    name: str
+    summary: str
+    params: tuple[Arg, ...] = ()
+    absorbed_by: str | None = None
+
+    def defaults(self) -> dict:
+        return {a.name: a.default for a in self.params}
+
+
+_ACTIVATIONS: dict[str, Activation] = {}
+
+
+def register_activation(activation: Activation) -> OpSchema:
+    """Add an activation: its table entry and its op (the standalone layer `NAME`)."""
+    if activation.name in _ACTIVATIONS:
+        raise ValueError(f"duplicate registration for activation {activation.name!r}")
+    from .activation import activation_schema
+
+    schema = register(activation_schema(activation))
+    _ACTIVATIONS[activation.name] = activation
+    return schema
+
+
+def find_activation(name: str | None) -> Activation | None:
+    """The table entry of an activation; None for a name that is none (loaded ones only)."""
+    _load_builtins()
+    return _ACTIVATIONS.get(name) if name else None
+
+
+def activations() -> list[Activation]:
+    _load_builtins()
+    _load_plugins()
+    return list(_ACTIVATIONS.values())
+
+
+class _ActivationNames(Sequence):
+    """The activation names, live: plugins' included (loaded on a miss, as `lookup` does).
+    `ACTIVATIONS` is the choices of the `activation` argument of conv, dwconv and dense."""
+
+    def _names(self) -> list[str]:
+        _load_builtins()
+        return list(_ACTIVATIONS)
+
+    def __contains__(self, name) -> bool:
+        _load_builtins()
+        if name in _ACTIVATIONS:
+            return True
+        _load_plugins()
+        return name in _ACTIVATIONS
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._names()))
+
+
+ACTIVATIONS = _ActivationNames()

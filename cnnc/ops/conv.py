@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from math import isqrt
 
-from . import Arg, OpSchema, ShapeError, register
+from . import Arg, Inferred, OpSchema, Param, ShapeError, register
 from ._common import (ACTIVATION_ARG, BIAS, DILATION, STRIDE, act_suffix, check_window,
                       need_image, pad_text, size_text)
 from .shapes import effective_kernel, resolve_pads, window_out
@@ -34,7 +34,9 @@ def _divisors(n: int) -> str:
     return ", ".join(map(str, found[:12])) + (", ..." if len(found) > 12 else "")
 
 
-def infer_conv(attrs: dict, in_shapes: list[tuple]) -> tuple:
+def infer_conv(attrs: dict, in_shapes: list[tuple]) -> Inferred:
+    """Settles `groups` and `filters` (dwconv: the input's channels, times the multiplier) and
+    `pads`, explicit (top, bottom, left, right)."""
     h, w, cin = need_image("dwconv" if attrs.get("depthwise") else "conv", in_shapes[0])
     groups = _groups(attrs, cin)
     cout = _out_channels(attrs, cin)
@@ -50,27 +52,27 @@ def infer_conv(attrs: dict, in_shapes: list[tuple]) -> tuple:
     sh, sw = attrs["stride"]
     dh, dw = attrs["dilation"]
     pads = resolve_pads(attrs["pad"], (h, w), (kh, kw), (sh, sw), (dh, dw))
-    attrs["pads"] = pads
     check_window("conv", (h, w, cin), (kh, kw), (dh, dw), pads)
     oh = window_out(h, kh, sh, pads[0:2], dh)
     ow = window_out(w, kw, sw, pads[2:4], dw)
-    return (oh, ow, cout)
+    return Inferred((oh, ow, cout), {"groups": groups, "filters": cout, "pads": pads})
 
 
 def conv_params(attrs: dict, in_shapes: list[tuple]) -> dict:
+    """He-uniform weights (fan-in (cin/groups)*kh*kw), zero biases."""
     cin = in_shapes[0][2]
-    cout = _out_channels(attrs, cin)
+    cout = attrs["filters"]
     kh, kw = attrs["kernel"]
-    params = {"weight": (cout, cin // _groups(attrs, cin), kh, kw)}
+    params = {"weight": Param((cout, cin // attrs["groups"], kh, kw), "he_uniform")}
     if attrs["bias"]:
-        params["bias"] = (cout,)
+        params["bias"] = Param((cout,), "zeros")
     return params
 
 
 def conv_macs(attrs: dict, in_shapes: list[tuple], out: tuple) -> int:
     cin = in_shapes[0][2]
     kh, kw = attrs["kernel"]
-    return out[0] * out[1] * out[2] * kh * kw * (cin // _groups(attrs, cin))
+    return out[0] * out[1] * out[2] * kh * kw * (cin // attrs["groups"])
 
 
 def conv_window(attrs: dict) -> tuple:

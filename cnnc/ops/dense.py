@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import prod
 
-from . import Arg, OpSchema, ShapeError, register
+from . import Arg, OpSchema, Param, ShapeError, register
 from ._common import ACTIVATION_ARG, BIAS, act_suffix
 from .shapes import fmt_shape
 
@@ -20,9 +20,10 @@ def infer_dense(attrs: dict, in_shapes: list[tuple]) -> tuple:
 
 
 def dense_params(attrs: dict, in_shapes: list[tuple]) -> dict:
-    params = {"weight": (attrs["units"], in_shapes[0][0])}
+    """He-uniform weights (fan-in the input's features), zero biases."""
+    params = {"weight": Param((attrs["units"], in_shapes[0][0]), "he_uniform")}
     if attrs["bias"]:
-        params["bias"] = (attrs["units"],)
+        params["bias"] = Param((attrs["units"],), "zeros")
     return params
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Arg, OpSchema, register
+from . import Arg, OpSchema, Param, register
 
 
 def _channels(shape: tuple) -> int:
@@ -16,9 +16,11 @@ register(OpSchema(
              ),
     aliases=("bn",),
     infer=lambda attrs, ins: ins[0],
-    params=lambda attrs, ins: {"weight": (_channels(ins[0]),), "bias": (_channels(ins[0]),)},
-    buffers=lambda attrs, ins: {"running_mean": (_channels(ins[0]),),
-                                "running_var": (_channels(ins[0]),)},
+    # scale 1, shift 0, running mean 0, running variance 1, as everyone starts them
+    params=lambda attrs, ins: {"weight": Param((_channels(ins[0]),), "ones"),
+                               "bias": Param((_channels(ins[0]),), "zeros")},
+    buffers=lambda attrs, ins: {"running_mean": Param((_channels(ins[0]),), "zeros"),
+                                "running_var": Param((_channels(ins[0]),), "ones")},
     describe=lambda a: "batchnorm",
 ))
 

@@ -14,9 +14,9 @@ is allowed anywhere.
 
 from __future__ import annotations
 
-from . import Arg, OpSchema, ShapeError, register
+from . import Arg, Inferred, OpSchema, ShapeError, register
 from ._common import check_window, need_image, pad_text, size_text
-from .shapes import resolve_pads, window_out
+from .shapes import avg_pool_counts, resolve_pads, window_out
 
 
 def _stride(attrs: dict) -> tuple[int, int]:
@@ -83,14 +83,18 @@ def _window_options(attrs: dict) -> None:
                          hint="remove it, or pad the pool, like `pad=1`")
 
 
-def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
+def infer_pool(attrs: dict, in_shapes: list[tuple]) -> Inferred:
+    """Settles, for global pooling, `mode` (avg when not written); for windows, `stride` (the
+    window size when not written), `pads` (top, bottom, left, right) and, for average pooling,
+    `divisor`: per axis, the element count of each window's row and column (the divisor of a
+    window is their product)."""
     h, w, c = need_image("pool", in_shapes[0])
     if attrs["kind"] == "global":
         if attrs["size"] is not None:
             raise ShapeError("global pooling takes no window size: it pools the whole image",
                              code="bad-value", arg="size", hint="write `pool global avg` or `gap`")
         _global_options(attrs)
-        return (1, 1, c) if attrs["keepdims"] else (c,)
+        return Inferred((1, 1, c) if attrs["keepdims"] else (c,), {"mode": attrs["mode"] or "avg"})
     if attrs["mode"] is not None:
         raise ShapeError(f"`{attrs['mode']}` after the size is only for global pooling",
                          code="bad-value", arg="mode", hint=f"write `pool {attrs['mode']} K`")
@@ -108,12 +112,15 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> tuple:
                          "`pool`: a window could lie entirely in the padding",
                          code="bad-value", arg="pad",
                          hint=f"pad a {kh}x{kw} pool by at most {most}, or use a larger window")
-    attrs["pads"] = pads
     oh = window_out(h, kh, sh, pads[0:2], 1, attrs["ceil"])
     ow = window_out(w, kw, sw, pads[2:4], 1, attrs["ceil"])
     if oh < 1 or ow < 1:  # (with ceil=true a window may overhang the input, as in PyTorch)
         check_window("pool", (h, w, c), (kh, kw), (1, 1), pads, arg="size")
-    return (oh, ow, c)
+    settled = {"stride": (sh, sw), "pads": pads}
+    if attrs["kind"] == "avg":
+        settled["divisor"] = (avg_pool_counts(h, oh, kh, sh, pads[0:2], attrs["count_pad"]),
+                              avg_pool_counts(w, ow, kw, sw, pads[2:4], attrs["count_pad"]))
+    return Inferred((oh, ow, c), settled)
 
 
 # What each alias means, and the attrs it fixes.
@@ -150,13 +157,12 @@ def alias_conflict(alias: str, attrs: dict, written: set, rest: str):
 def pool_window(attrs: dict):
     if attrs["kind"] == "global":
         return None
-    return (*attrs["size"], *_stride(attrs))
+    return (*attrs["size"], *attrs["stride"])
 
 
 def _describe(attrs: dict) -> str:
     if attrs["kind"] == "global":
-        return f"pool global {attrs['mode'] or 'avg'}" + (" keepdims=true" if attrs["keepdims"]
-                                                           else "")
+        return f"pool global {attrs['mode']}" + (" keepdims=true" if attrs["keepdims"] else "")
     parts = [f"pool {attrs['kind']} {size_text(attrs['size'])}"]
     if attrs["stride"] is not None and attrs["stride"] != attrs["size"]:
         parts.append(f"stride={size_text(attrs['stride'])}")

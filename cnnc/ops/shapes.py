@@ -82,6 +82,25 @@ def resolve_pads(pad, size_hw: tuple[int, int], kernel: tuple[int, int],
     return tuple(pad)
 
 
+def avg_pool_counts(size: int, out: int, kernel: int, stride: int, pads: tuple[int, int],
+                    count_pad: bool) -> tuple[int, ...]:
+    """How many elements each window of an average pool divides by, along one axis.
+
+    count_pad=False: the window's elements inside the real input. count_pad=True: those inside
+    the padded input (padding counts; a ceil-mode overhang past the padding does not), PyTorch's
+    count_include_pad=True. A window's divisor is the product of its row and column counts.
+
+    >>> avg_pool_counts(5, 3, 2, 2, (1, 1), False), avg_pool_counts(5, 3, 2, 2, (1, 1), True)
+    ((1, 2, 2), (2, 2, 2))
+    >>> avg_pool_counts(4, 2, 3, 2, (0, 0), False)   # ceil mode: the last window overhangs
+    (3, 2)
+    """
+    before, after = pads
+    lo, hi = (-before, size + after) if count_pad else (0, size)
+    return tuple(min(i * stride - before + kernel, hi) - max(i * stride - before, lo)
+                 for i in range(out))
+
+
 def fmt_shape(shape) -> str:
     """H x W x C, or N once flat.
 

@@ -2,18 +2,24 @@
 
 Forward walks the layers in topological order, keeping each kernel's cache; backward walks them
 in reverse, summing the gradients of tensors read by several layers (a residual's skip).
+A layer's fused activation (conv 32 3x3 relu) runs here, after the layer's kernel, with the
+activation's own kernel; the one the loss absorbs (a final softmax or sigmoid) is left out.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...diagnostics import CnncError
+from ...ops import find_activation
+from .. import kernels, missing_kernel
 from ..base import Session, check_weights, images_for, plan_loss
 from ..init import initial_weights
 from . import losses
-from .lowering import KERNELS, Context
+from .lowering import Context, standalone_activation
 from .optim import make_optimizer
+
+
+_PASS = object()  # the cache of a layer left out (a final activation the loss applies)
 
 
 class NumpySession(Session):
@@ -24,10 +30,7 @@ class NumpySession(Session):
         self.graph = model.graph
         self.dtype = np.dtype(dtype)
         self.layers = self.graph.layers()
-        for layer in self.layers:
-            if layer.op not in KERNELS:
-                raise CnncError(f"backend 'numpy' has no kernel for op '{layer.op}'",
-                                code="backend")
+        self.steps = {layer.name: self._step(layer, kernels("numpy")) for layer in self.layers}
         self.plan = plan_loss(model, loss)
         self.weights = initial_weights(self.graph, seed, self.dtype)
         self.param_names = [f"{l.name}.{p}" for l in self.layers for p in l.params]
@@ -36,6 +39,18 @@ class NumpySession(Session):
         self.optimizer = None
         # consumers' positions: first-layer conv/dense need no input gradient
         self._first = {l.name for l in self.layers if l.inputs == [self.graph.input]}
+
+    @staticmethod
+    def _step(layer, table):
+        """(forward, backward, fused activation: (forward, backward, params) or None)."""
+        for op in filter(None, (layer.op, layer.fused_activation)):
+            if op not in table:
+                raise missing_kernel("numpy", op)
+        fwd, bwd = (standalone_activation(table[layer.op]) if find_activation(layer.op)
+                    else table[layer.op])
+        act = layer.fused_activation
+        fused = (*table[act], layer.settled["activation_params"]) if act else None
+        return fwd, bwd, fused
 
     # -- weights -------------------------------------------------------------------------------
     def _layer_params(self, layer) -> dict:
@@ -53,18 +68,26 @@ class NumpySession(Session):
 
     # -- forward and backward ------------------------------------------------------------------
     def forward(self, x: np.ndarray, *, training: bool, fused: bool = False, keep: bool = False):
-        """Outputs for a batch (x in the backend layout). With keep, also the caches."""
-        ctx = Context(training=training, rng=self.rng,
-                      fused_output=self.graph.output if fused else None)
+        """Outputs for a batch (x in the backend layout). With keep, also the caches.
+        fused: leave out the output layer's activation, which the loss applies."""
+        ctx = Context(training=training, rng=self.rng)
+        absorbed = self.graph.output if fused else None
         values: dict[str, np.ndarray] = {}
         caches = {}
         for layer in self.layers:
             inputs = [x] if layer.op == "input" else [values[n] for n in layer.inputs]
-            fwd, _ = KERNELS[layer.op]
-            y, cache = fwd(layer, self._layer_params(layer), inputs, ctx)
+            fwd, _, act = self.steps[layer.name]
+            act_cache = None
+            if layer.name == absorbed and act is None:
+                y, cache = inputs[0], _PASS  # a standalone final activation: the loss's
+            else:
+                y, cache = fwd(layer, self._layer_params(layer), inputs, ctx)
+                if act is not None and layer.name != absorbed:
+                    act_f, _, params = act
+                    y, act_cache = act_f(y, **params)
             values[layer.name] = y
             if keep:
-                caches[layer.name] = cache
+                caches[layer.name] = (cache, act_cache)
         out = values[self.graph.output]
         return (out, caches, ctx) if keep else out
 
@@ -79,9 +102,16 @@ class NumpySession(Session):
             dy = dvals.pop(layer.name, None)
             if dy is None:
                 continue
-            _, bwd = KERNELS[layer.op]
-            ctx.need_dx = layer.name not in self._first or self._want_input_grad
-            dins, dparams = bwd(layer, self._layer_params(layer), caches[layer.name], dy, ctx)
+            _, bwd, act = self.steps[layer.name]
+            cache, act_cache = caches[layer.name]
+            if cache is _PASS:
+                dins, dparams = [dy], {}
+            else:
+                if act_cache is not None:
+                    _, act_b, params = act
+                    dy = act_b(dy, act_cache, **params)
+                ctx.need_dx = layer.name not in self._first or self._want_input_grad
+                dins, dparams = bwd(layer, self._layer_params(layer), cache, dy, ctx)
             for k, g in dparams.items():
                 grads[f"{layer.name}.{k}"] = g
             for src, d in zip(layer.inputs, dins):

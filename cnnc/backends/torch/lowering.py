@@ -1,5 +1,6 @@
-"""The PyTorch backend's table from op name to lowering: each layer of the checked graph becomes
-an ordinary torch.nn.Module.
+"""The PyTorch backend's lowerings, registered with cnnc.backends.register_kernel("torch", ...):
+each layer of the checked graph becomes an ordinary torch.nn.Module, made by a function
+`lower(layer, in_shapes) -> nn.Module` that reads the layer's settled attributes.
 
     net = lower(graph)           # a CnncNet: nn.Module, submodules named after the layers
     print(net)                   # nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d... as usual
@@ -8,9 +9,10 @@ an ordinary torch.nn.Module.
 Where PyTorch's layer already means what the language means, the lowering is that layer. Where
 the language says more than the layer can, a thin subclass adds it and nothing else:
 
-- a fused activation (`conv 32 3x3 relu`): `Conv2d`/`Linear` subclasses apply it after the
-  layer, and skip it when the loss absorbs the model's final softmax/sigmoid (`forward(x,
-  activate=False)`);
+- a fused activation (`conv 32 3x3 relu`) is not the layer's: CnncNet.forward applies it after
+  the layer's module, from the activation's kernel (a function in ACTIVATION_FUNCTIONS), and
+  leaves it out when the loss absorbs the model's final softmax/sigmoid (`logits=True`); the
+  printed module shows it as `activation=relu`;
 - asymmetric padding (TensorFlow's 'same' with an even split impossible, or `pad=TxBxLxR`):
   an explicit F.pad before an unpadded layer (zeros for conv and average pooling, -inf for max
   pooling, so padding never wins);
@@ -34,49 +36,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...diagnostics import CnncError
+from ...ops import find_activation
+from .. import kernels, missing_kernel, register_kernel
 
 # -- activations ---------------------------------------------------------------------------------
 
-# Standalone activation layers: the PyTorch module of each (parameters from the layer's attrs).
-_ACTIVATION_MODULES = {
-    "relu": lambda a: nn.ReLU(),
-    "relu6": lambda a: nn.ReLU6(),
-    "tanh": lambda a: nn.Tanh(),
-    "sigmoid": lambda a: nn.Sigmoid(),
-    "softmax": lambda a: nn.Softmax(dim=1),  # over channels (4-D) or features (2-D)
-    "leaky_relu": lambda a: nn.LeakyReLU(a.get("slope", 0.01)),
-    "elu": lambda a: nn.ELU(a.get("alpha", 1.0)),
-    "gelu": lambda a: nn.GELU(),  # the exact (erf) form, PyTorch's default
-    "silu": lambda a: nn.SiLU(),
-}
-
-# Fused activations (conv 32 3x3 relu) take PyTorch's default parameters.
-_ACTIVATION_FUNCTIONS = {
+# The torch kernel of each activation: fn(x, **params) -> y, params as the activation table
+# names them (PyTorch's defaults are the table's).
+ACTIVATION_FUNCTIONS = {
     "relu": F.relu,
     "relu6": F.relu6,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
-    "softmax": lambda x: F.softmax(x, dim=1),
-    "leaky_relu": F.leaky_relu,
-    "elu": F.elu,
-    "gelu": F.gelu,
+    "softmax": lambda x: F.softmax(x, dim=1),  # over channels (4-D) or features (2-D)
+    "leaky_relu": lambda x, slope=0.01: F.leaky_relu(x, slope),
+    "elu": lambda x, alpha=1.0: F.elu(x, alpha),
+    "gelu": F.gelu,  # the exact (erf) form, PyTorch's default
     "silu": F.silu,
 }
 
 
-class _FusedActivation:
-    """Mixin: a layer followed by its fused activation, which the loss may ask to skip."""
+class Activation(nn.Module):
+    """A standalone activation layer (`relu`, `leaky_relu 0.2`): its kernel, with its parameters."""
 
-    activation: str | None = None
+    def __init__(self, name: str, fn, params: dict):
+        super().__init__()
+        self.name, self.fn, self.params = name, fn, dict(params)
 
-    def _activate(self, y, activate: bool):
-        if self.activation is not None and activate:
-            return _ACTIVATION_FUNCTIONS[self.activation](y)
-        return y
+    def forward(self, x):
+        return self.fn(x, **self.params)
 
-    def _activation_repr(self) -> str:
-        return f", activation={self.activation}" if self.activation else ""
+    def extra_repr(self) -> str:
+        return ", ".join([self.name, *(f"{k}={v:g}" for k, v in self.params.items())])
 
 
 def _pad_arg(pads) -> tuple[int, int, int, int]:
@@ -88,11 +79,11 @@ def _pad_arg(pads) -> tuple[int, int, int, int]:
 # -- conv ----------------------------------------------------------------------------------------
 
 
-class Conv2d(_FusedActivation, nn.Conv2d):
-    """nn.Conv2d with the language's padding (any of top/bottom/left/right) and activation."""
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d with the language's padding (any of top/bottom/left/right)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, *, stride=(1, 1),
-                 pads=(0, 0, 0, 0), activation=None, **kw):
+                 pads=(0, 0, 0, 0), **kw):
         top, bottom, left, right = pads
         # A strided 1x1 conv (ResNet's downsampling shortcut) is a 1x1 conv of every s-th
         # pixel: the input is subsampled first. Cheaper, and it sidesteps a PyTorch CPU bug:
@@ -105,14 +96,13 @@ class Conv2d(_FusedActivation, nn.Conv2d):
                          padding=(top, left) if self.symmetric else 0, **kw)
         self.pre_pad = None if self.symmetric else _pad_arg(pads)
         self.step = tuple(stride)
-        self.activation = activation
 
-    def forward(self, x, activate: bool = True):
+    def forward(self, x):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)  # zeros, asymmetric: TF's 'same' puts the extra one after
         if self.subsample:
             x = x[:, :, ::self.step[0], ::self.step[1]]
-        return self._activate(super().forward(x), activate)
+        return super().forward(x)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -120,37 +110,22 @@ class Conv2d(_FusedActivation, nn.Conv2d):
             s += f", subsample={self.step}"
         if self.pre_pad is not None:
             s += f", pads(t,b,l,r)={tuple(self.pre_pad[i] for i in (2, 3, 0, 1))}"
-        return s + self._activation_repr()
+        return s
 
 
-def lower_conv(layer, in_shape):
-    a = layer.attrs
-    cin = in_shape[2]
-    groups = cin if a.get("depthwise") else a["groups"]
-    cout = layer.shape[2]
-    return Conv2d(cin, cout, tuple(a["kernel"]), stride=tuple(a["stride"]),
-                  dilation=tuple(a["dilation"]), groups=groups, bias=a["bias"],
-                  pads=a["pads"], activation=a.get("activation"))
+def lower_conv(layer, in_shapes):
+    a = layer.settled
+    return Conv2d(in_shapes[0][2], a["filters"], tuple(a["kernel"]), stride=tuple(a["stride"]),
+                  dilation=tuple(a["dilation"]), groups=a["groups"], bias=a["bias"],
+                  pads=a["pads"])
 
 
 # -- dense ---------------------------------------------------------------------------------------
 
 
-class Linear(_FusedActivation, nn.Linear):
-    def __init__(self, *args, activation=None, **kw):
-        super().__init__(*args, **kw)
-        self.activation = activation
-
-    def forward(self, x, activate: bool = True):
-        return self._activate(super().forward(x), activate)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + self._activation_repr()
-
-
-def lower_dense(layer, in_shape):
-    a = layer.attrs
-    return Linear(in_shape[0], a["units"], bias=a["bias"], activation=a.get("activation"))
+def lower_dense(layer, in_shapes):
+    a = layer.settled
+    return nn.Linear(in_shapes[0][0], a["units"], bias=a["bias"])
 
 
 # -- pooling -------------------------------------------------------------------------------------
@@ -168,11 +143,11 @@ def _torch_pool_out(size: int, k: int, s: int, pad: int, ceil: bool) -> int:
 
 def _native_pool_fits(layer, in_shape) -> bool:
     """Whether nn.MaxPool2d/AvgPool2d with symmetric padding gives exactly layer.shape."""
-    a = layer.attrs
+    a = layer.settled
     top, bottom, left, right = a["pads"]
     if top != bottom or left != right:
         return False
-    (kh, kw), (sh, sw) = a["size"], a["stride"] or a["size"]
+    (kh, kw), (sh, sw) = a["size"], a["stride"]
     return (_torch_pool_out(in_shape[0], kh, sh, top, a["ceil"]) == layer.shape[0]
             and _torch_pool_out(in_shape[1], kw, sw, left, a["ceil"]) == layer.shape[1])
 
@@ -192,9 +167,9 @@ class _ExplicitPool(nn.Module):
 
     def __init__(self, layer, in_shape):
         super().__init__()
-        a = layer.attrs
+        a = layer.settled
         self.kernel = tuple(a["size"])
-        self.stride = tuple(a["stride"] or a["size"])
+        self.stride = tuple(a["stride"])
         self.pads = tuple(a["pads"])
         self.ceil = a["ceil"]
         oh, ow = layer.shape[:2]
@@ -219,18 +194,15 @@ class MaxPool2dPadded(_ExplicitPool):
 
 class AvgPool2dPadded(_ExplicitPool):
     """Average pooling with asymmetric padding: the sum over each window's real (and, with
-    count_pad, padded) elements divided by the language's divisor, a constant (OH, OW) map."""
+    count_pad, padded) elements divided by the language's divisor (the layer's settled one), a
+    constant (OH, OW) map."""
 
-    def __init__(self, layer, in_shape, count_pad: bool):
+    def __init__(self, layer, in_shape):
         super().__init__(layer, in_shape)
-        self.count_pad = count_pad
-        counts = []
-        for size, out, k, s, p0, p1 in zip(in_shape[:2], layer.shape[:2], self.kernel,
-                                           self.stride, self.pads[0::2], self.pads[1::2]):
-            start = np.arange(out) * s - p0  # each window's first input index (may be < 0)
-            lo, hi = (-p0, size + p1) if count_pad else (0, size)
-            counts.append(np.minimum(start + k, hi) - np.maximum(start, lo))
-        self._divisor = np.multiply.outer(counts[0], counts[1]).astype(np.float64)
+        self.count_pad = layer.settled["count_pad"]
+        rows, cols = layer.settled["divisor"]
+        self._divisor = np.multiply.outer(np.array(rows, dtype=np.int64),
+                                          np.array(cols, dtype=np.int64)).astype(np.float64)
         # A constant, not a weight: moves with .to(device/dtype), never in the state dict.
         self.register_buffer("divisor", torch.from_numpy(self._divisor), persistent=False)
         self.reset_constants()
@@ -270,20 +242,21 @@ class GlobalPool(nn.Module):
         return f"mode={self.mode}" + (", keepdims=True" if self.keepdims else "")
 
 
-def lower_pool(layer, in_shape):
-    a = layer.attrs
+def lower_pool(layer, in_shapes):
+    a = layer.settled
+    in_shape = in_shapes[0]
     if a["kind"] == "global":
-        return GlobalPool(a["mode"] or "avg", a["keepdims"])
+        return GlobalPool(a["mode"], a["keepdims"])
     if _native_pool_fits(layer, in_shape):
         top, _, left, _ = a["pads"]
-        kernel, stride = tuple(a["size"]), tuple(a["stride"] or a["size"])
+        kernel, stride = tuple(a["size"]), tuple(a["stride"])
         if a["kind"] == "max":
             return nn.MaxPool2d(kernel, stride, padding=(top, left), ceil_mode=a["ceil"])
         return nn.AvgPool2d(kernel, stride, padding=(top, left), ceil_mode=a["ceil"],
                             count_include_pad=a["count_pad"])
     if a["kind"] == "max":
         return MaxPool2dPadded(layer, in_shape)
-    return AvgPool2dPadded(layer, in_shape, a["count_pad"])
+    return AvgPool2dPadded(layer, in_shape)
 
 
 # -- normalisation and regularisation ------------------------------------------------------------
@@ -313,20 +286,20 @@ class BatchNorm1d(_NoCounter, nn.BatchNorm1d):
         self._drop_counter()
 
 
-def lower_batchnorm(layer, in_shape):
-    a = layer.attrs
-    cls = BatchNorm2d if len(in_shape) == 3 else BatchNorm1d
-    return cls(in_shape[-1], eps=a["eps"], momentum=a["momentum"])
+def lower_batchnorm(layer, in_shapes):
+    a = layer.settled
+    cls = BatchNorm2d if len(in_shapes[0]) == 3 else BatchNorm1d
+    return cls(in_shapes[0][-1], eps=a["eps"], momentum=a["momentum"])
 
 
-def lower_dropout(layer, in_shape):
-    return nn.Dropout(layer.attrs["rate"])
+def lower_dropout(layer, in_shapes):
+    return nn.Dropout(layer.settled["rate"])
 
 
 # -- shape and merges ----------------------------------------------------------------------------
 
 
-def lower_flatten(layer, in_shape):
+def lower_flatten(layer, in_shapes):
     return nn.Flatten(1)  # (N, C, H, W) -> (N, C*H*W): channel-major, whatever the memory layout
 
 
@@ -347,7 +320,7 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=1)
 
 
-LOWERINGS = {
+for _op, _lower in {
     "conv": lower_conv,
     "dwconv": lower_conv,
     "dense": lower_dense,
@@ -355,17 +328,46 @@ LOWERINGS = {
     "batchnorm": lower_batchnorm,
     "dropout": lower_dropout,
     "flatten": lower_flatten,
-    "add": lambda layer, in_shape: Add(),
-    "concat": lambda layer, in_shape: Concat(),
-}
-for _kind, _make in _ACTIVATION_MODULES.items():
-    LOWERINGS[_kind] = (lambda make: lambda layer, in_shape: make(layer.attrs))(_make)
+    "add": lambda layer, in_shapes: Add(),
+    "concat": lambda layer, in_shapes: Concat(),
+    **ACTIVATION_FUNCTIONS,
+}.items():
+    register_kernel("torch", _op, _lower)
 
 
 # -- the whole model -----------------------------------------------------------------------------
 
 
-class Block(nn.Module):
+def _child_repr(module: nn.Module) -> str:
+    """A layer's module as PyTorch prints it, with the fused activation the graph runner applies
+    after it: `Conv2d(1, 32, kernel_size=(3, 3), ..., activation=relu)`."""
+    text = repr(module)
+    act = getattr(module, "cnnc_activation", None)
+    if act is None:
+        return text
+    if "\n" not in text and text.endswith(")"):
+        return text[:-1] + ("" if text.endswith("()") else ", ") + f"activation={act})"
+    return f"{text} -> activation={act}"
+
+
+class _Container(nn.Module):
+    """Prints like nn.Module, each child with its fused activation (see _child_repr)."""
+
+    def __repr__(self) -> str:
+        lines = self.extra_repr().split("\n") if self.extra_repr() else []
+        children = []
+        for key, module in self._modules.items():
+            text = _child_repr(module).replace("\n", "\n  ")
+            children.append(f"({key}): {text}")
+        main = self._get_name() + "("
+        if len(lines) == 1 and not children:
+            main += lines[0]
+        elif lines or children:
+            main += "\n  " + "\n  ".join(lines + children) + "\n"
+        return main + ")"
+
+
+class Block(_Container):
     """A container for the layers of one block instance (their names share its prefix)."""
 
     def forward(self, *args):  # pragma: no cover - the model's forward calls the layers
@@ -399,8 +401,23 @@ def _lookup(root: nn.Module, dotted: str) -> nn.Module:
     return node
 
 
-class CnncNet(nn.Module):
-    """A cnnc model as one nn.Module. forward walks the layer graph in topological order.
+def lower_layer(layer, table: dict | None = None) -> nn.Module:
+    """The module of one checked layer (its fused activation is the graph runner's)."""
+    table = kernels("torch") if table is None else table
+    for op in filter(None, (layer.op, layer.fused_activation)):
+        if op not in table:
+            raise missing_kernel("torch", op)
+    if find_activation(layer.op) is not None:
+        return Activation(layer.op, table[layer.op], layer.settled["activation_params"])
+    module = table[layer.op](layer, list(layer.in_shapes))
+    if layer.fused_activation:
+        module.cnnc_activation = layer.fused_activation  # shown when printed
+    return module
+
+
+class CnncNet(_Container):
+    """A cnnc model as one nn.Module. forward walks the layer graph in topological order,
+    applying each layer's fused activation after its module.
 
     forward(x, logits=False): x is N x C x H x W (any memory format) or N x F for a flat input.
     With logits=True the final softmax/sigmoid is left out (the loss applies it, stably).
@@ -412,20 +429,12 @@ class CnncNet(nn.Module):
         layers = graph.layers()
         self.input_name = graph.input
         self.output_name = graph.output
+        table = kernels("torch")
         for layer in layers:
-            if layer.op == "input":
-                continue
-            lower = LOWERINGS.get(layer.op)
-            if lower is None:
-                raise CnncError(f"backend 'torch' has no kernel for op '{layer.op}'",
-                                code="backend",
-                                hint="an op from a plugin brings its lowering: a function "
-                                     "(layer, input shape) -> nn.Module in "
-                                     "cnnc.backends.torch.lowering.LOWERINGS")
-            in_shape = graph[layer.inputs[0]].shape
-            _insert(self, layer.name, lower(layer, in_shape))
+            if layer.op != "input":
+                _insert(self, layer.name, lower_layer(layer, table))
         # The steps: (layer name, input names, the inputs whose last reader this layer is, so
-        # they are freed as soon as possible, module).
+        # they are freed as soon as possible, module, fused activation: (fn, params) or None).
         order = [l for l in layers if l.op != "input"]
         last_use: dict[str, int] = {}
         for i, layer in enumerate(order):
@@ -435,35 +444,45 @@ class CnncNet(nn.Module):
         for i, layer in enumerate(order):
             free = tuple(src for src in dict.fromkeys(layer.inputs)
                          if last_use[src] == i and src != self.output_name)
+            act = layer.fused_activation
+            fused = (table[act], layer.settled["activation_params"]) if act else None
             # (a plain list: the modules are registered once, under their names, above)
-            self._steps.append((layer.name, tuple(layer.inputs), free, _lookup(self, layer.name)))
+            self._steps.append((layer.name, tuple(layer.inputs), free,
+                                _lookup(self, layer.name), fused))
         # Chains (every layer reads the one before it) take a plain loop.
         self.sequential = all(order[i].inputs == [order[i - 1].name if i else graph.input]
                               for i in range(len(order)))
         out = graph[graph.output]
-        self._output_op = out.op
-        # Whether forward(logits=True) has a final softmax/sigmoid to leave out.
-        self._output_fusable = out.activation in ("softmax", "sigmoid")
+        # What forward(logits=True) leaves out: a final activation some loss absorbs (softmax,
+        # sigmoid), standalone ("layer": the whole output layer) or fused ("activation").
+        act = find_activation(out.activation)
+        self._absorbable = None
+        if act is not None and act.absorbed_by is not None:
+            self._absorbable = "activation" if out.fused_activation else "layer"
 
     def layer(self, name: str) -> nn.Module:
         """The module of a layer, by its cnnc name ("basic_1.conv_2")."""
         return _lookup(self, name)
 
-    def _run(self, name, module, inputs, logits: bool):
-        if logits and name == self.output_name and self._output_fusable:
-            if self._output_op in ("softmax", "sigmoid"):
+    def _run(self, name, module, inputs, fused, logits: bool):
+        if logits and name == self.output_name and self._absorbable is not None:
+            if self._absorbable == "layer":
                 return inputs[0]  # a standalone final activation: the loss applies it
-            return module(*inputs, activate=False)  # conv/dense with a fused one
-        return module(*inputs)
+            return module(*inputs)  # the fused one, likewise
+        y = module(*inputs)
+        if fused is not None:
+            fn, params = fused
+            y = fn(y, **params)
+        return y
 
     def forward(self, x, logits: bool = False):
         if self.sequential:
-            for name, _, _, module in self._steps:
-                x = self._run(name, module, (x,), logits)
+            for name, _, _, module, fused in self._steps:
+                x = self._run(name, module, (x,), fused, logits)
             return x
         values = {self.input_name: x}
-        for name, inputs, free, module in self._steps:
-            values[name] = self._run(name, module, [values[n] for n in inputs], logits)
+        for name, inputs, free, module, fused in self._steps:
+            values[name] = self._run(name, module, [values[n] for n in inputs], fused, logits)
             for n in free:
                 del values[n]
         return values[self.output_name]

@@ -198,7 +198,9 @@ def _softmax_b(dy, y):
     return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
-_ACTIVATIONS = {
+# The NumPy backend's kernel of each activation (registered by ../lowering.py): name ->
+# (forward(x, **params) -> (y, saved), backward(dy, saved, **params) -> dx).
+ACTIVATION_KERNELS = {
     "relu": (_relu_f, _relu_b),
     "relu6": (_relu6_f, _relu6_b),
     "leaky_relu": (_leaky_f, _leaky_b),
@@ -210,13 +212,13 @@ _ACTIVATIONS = {
     "softmax": (_softmax_f, _softmax_b),
 }
 
-ACTIVATION_KINDS = tuple(_ACTIVATIONS)
+ACTIVATION_KINDS = tuple(ACTIVATION_KERNELS)
 
 
 def activation_forward(x, kind, **params):
     """y = act(x). params: leaky_relu ``slope`` (0.01), elu ``alpha`` (1.0)."""
     try:
-        forward, _ = _ACTIVATIONS[kind]
+        forward, _ = ACTIVATION_KERNELS[kind]
     except KeyError:
         raise ValueError(f"unknown activation {kind!r}; known: {', '.join(ACTIVATION_KINDS)}") from None
     y, saved = forward(x, **params)
@@ -224,5 +226,5 @@ def activation_forward(x, kind, **params):
 
 
 def activation_backward(dy, cache):
-    _, backward = _ACTIVATIONS[cache["kind"]]
+    _, backward = ACTIVATION_KERNELS[cache["kind"]]
     return backward(dy, cache["saved"], **cache["params"])

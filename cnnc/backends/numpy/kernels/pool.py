@@ -129,30 +129,33 @@ def maxpool2d_backward(dy, cache):
 
 
 def _avg_divisor(x_hw, out_hw, kernel, stride, pads, count_pad, dtype):
-    """How many elements each window averages over, shape (OH, OW).
+    """How many elements each window averages over, shape (OH, OW): the product of the row and
+    column counts of cnnc.ops.shapes.avg_pool_counts (the language's rule, defined there)."""
+    from ....ops.shapes import avg_pool_counts
 
-    count_pad=False: the window elements inside the real input.
-    count_pad=True:  the window elements inside the padded input (padding counts, the ceil-mode
-                     overhang past the padding does not) -- torch's count_include_pad=True.
-    The count factorises into (rows counted) x (columns counted).
-    """
-    counts = []
-    for size, out, k, s, p0, p1 in zip(x_hw, out_hw, kernel, stride, pads[0::2], pads[1::2]):
-        start = np.arange(out) * s - p0  # first input index of each window (may be negative)
-        end = start + k
-        lo, hi = (-p0, size + p1) if count_pad else (0, size)
-        counts.append(np.minimum(end, hi) - np.maximum(start, lo))
-    return np.multiply.outer(counts[0], counts[1]).astype(dtype)
+    counts = [avg_pool_counts(size, out, k, s, (p0, p1), count_pad)
+              for size, out, k, s, p0, p1 in zip(x_hw, out_hw, kernel, stride, pads[0::2],
+                                                  pads[1::2])]
+    return np.multiply.outer(np.array(counts[0], dtype=np.int64),
+                             np.array(counts[1], dtype=np.int64)).astype(dtype)
 
 
-def avgpool2d_forward(x, *, kernel, stride, pads, out_hw, count_pad=False):
-    """y = (sum of the window) / (number of elements counted)."""
+def avgpool2d_forward(x, *, kernel, stride, pads, out_hw, count_pad=False, divisor=None):
+    """y = (sum of the window) / (number of elements counted).
+
+    divisor: the (row counts, column counts) a checked layer settled (layer.settled["divisor"]);
+    without it, they are worked out from count_pad by the same rule."""
     N, C, H, W = x.shape
     OH, OW = out_hw
     y = np.zeros((N, C, OH, OW), dtype=x.dtype)
     for _, (orow, ocol), (irow, icol) in _taps((H, W), out_hw, kernel, stride, pads):
         y[:, :, orow, ocol] += x[:, :, irow, icol]
-    inv_div = 1 / _avg_divisor((H, W), out_hw, kernel, stride, pads, count_pad, x.dtype)  # (OH, OW)
+    if divisor is None:
+        div = _avg_divisor((H, W), out_hw, kernel, stride, pads, count_pad, x.dtype)
+    else:
+        div = np.multiply.outer(np.array(divisor[0], dtype=np.int64),
+                                np.array(divisor[1], dtype=np.int64)).astype(x.dtype)
+    inv_div = 1 / div  # (OH, OW)
     y *= inv_div
     cache = {"x_shape": x.shape, "kernel": kernel, "stride": stride, "pads": pads, "inv_div": inv_div}
     return y, cache
