@@ -15,9 +15,6 @@ BACKENDS = ("numpy", "torch")
 def _load(backend: str) -> dict:
     if backend == "torch":
         pytest.importorskip("torch")
-        import cnnc.backends.torch.lowering  # noqa: F401  (registers its kernels)
-    else:
-        import cnnc.backends.numpy.lowering  # noqa: F401
     return kernels(backend)
 
 
@@ -86,3 +83,16 @@ def test_standalone_activation_parameters_are_settled():
     assert g["elu_1"].settled["activation_params"] == {"alpha": 1.0}
     assert g["dense_1"].settled["activation_params"] == {"alpha": 1.0}  # fused: the defaults
     assert g["dense_1"].fused_activation == "elu" and g["elu_1"].fused_activation is None
+
+
+def test_an_op_reading_several_tensors_is_known_by_its_arity(monkeypatch):
+    """A schema with n_inputs=2 is written like `add`, and given exactly two tensors."""
+    monkeypatch.setattr(ops.get("add"), "n_inputs", 2)
+    ok = cnnc.compile("input 4x4x2; a = conv 2 1; b = conv 2 1; add a")
+    assert ok.ok, ok.diagnostics
+    assert ok.graph["add_1"].inputs == ["b", "a"]
+    bad = cnnc.compile("input 4x4x2; a = conv 2 1; b = conv 2 1; conv 2 1; add a b")
+    (d,) = bad.errors
+    assert d.code == "merge-shape" and "`add` reads 2 tensors, but 3 were given" in d.message
+    monkeypatch.setattr(ops.get("add"), "n_inputs", 1)  # no longer a merge: `add a` binds args
+    assert cnnc.compile("input 4x4x2; a = here; add a").errors[0].code != "merge-shape"

@@ -115,15 +115,32 @@ def register_kernel(backend: str, op: str, kernel, *, replace: bool = False) -> 
     table[op] = kernel
 
 
+# The modules holding the built-in backends' kernels (they register them when imported).
+_BUILTIN_KERNELS = {"numpy": "cnnc.backends.numpy.lowering",
+                    "torch": "cnnc.backends.torch.lowering"}
+
+
 def kernels(backend: str) -> dict[str, object]:
-    """Backend `backend`'s kernels, op name -> kernel: those registered so far and those its
-    `cnnc.kernels` entry points register (loaded on the first call)."""
+    """Backend `backend`'s kernels, op name -> kernel: its built-in ones, those registered so
+    far and those its `cnnc.kernels` entry points register (loaded on the first call)."""
     if backend not in _kernel_plugins_loaded:
         with _kernel_plugins_lock:  # another thread may be loading them: wait, not load twice
             if backend not in _kernel_plugins_loaded:
+                if backend in _BUILTIN_KERNELS:
+                    from importlib import import_module
+
+                    import_module(_BUILTIN_KERNELS[backend])
                 _load_kernel_plugins(backend)
                 _kernel_plugins_loaded.add(backend)
     return _KERNELS.setdefault(backend, {})
+
+
+def register_builtin_kernels(backend: str, table: dict) -> None:
+    """For the built-in backends' own modules: their kernels, except for ops whose kernel was
+    given already (a user's register_kernel(..., replace=True) made before they were imported)."""
+    own = _KERNELS.setdefault(backend, {})
+    for op, kernel in table.items():
+        own.setdefault(op, kernel)
 
 
 def kernel_plugin_errors(backend: str) -> list[str]:

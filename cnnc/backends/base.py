@@ -64,12 +64,6 @@ def plan_loss(model, name: str = "auto") -> LossPlan:
     return LossPlan(name, fused, classes)
 
 
-def absorbed_activation(graph, layer, plan: LossPlan | None) -> bool:
-    """Whether the loss applies this layer's activation itself: the model's output layer,
-    when the loss plan folds its final activation (softmax, sigmoid) into the loss."""
-    return plan is not None and plan.fused and layer.name == graph.output
-
-
 def check_weights(expected: dict[str, tuple], given: dict[str, np.ndarray], source: str) -> None:
     """Refuse weights that do not fit the model, saying exactly which and how."""
     missing = [k for k in expected if k not in given]

@@ -80,8 +80,7 @@ class Inferred(NamedTuple):
     settled: dict = {}
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     """A parameter (or buffer) an op owns: its shape and its initial value.
 
     init: the name of an initializer ("he_uniform", "zeros", "ones"; backends/init.py holds
@@ -259,8 +258,7 @@ def schemas() -> list[OpSchema]:
 # -- the activation table ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Activation:
+class Activation(NamedTuple):
     """One activation: everything the checker, the summary and the backends know of it.
 
     params: its parameters with their defaults (PyTorch's), each written positionally or as
@@ -268,6 +266,8 @@ class Activation:
     dense (`conv 32 3 elu`) it takes the defaults. absorbed_by: the loss (`cross_entropy`,
     `bce`) that applies this activation itself when it ends the model, reading the logits.
     Each backend brings one kernel per activation (see cnnc.backends.register_kernel).
+    (A NamedTuple, as Param and Inferred: a frozen dataclass costs milliseconds to define, and
+    `cnnc check` pays for every class the op registry defines.)
     """
 
     name: str

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import register_kernel
+from .. import register_builtin_kernels
 from . import kernels as K
 from .kernels.activation import ACTIVATION_KERNELS
 
@@ -158,7 +158,7 @@ def _input_b(layer, p, cache, dy, ctx):
 
 
 # -- the table ----------------------------------------------------------------------------------
-for _op, _kernel in {
+register_builtin_kernels("numpy", {
     "input": (_input_f, _input_b),
     "conv": (_conv_f, _conv_b),
     "dwconv": (_conv_f, _conv_b),
@@ -170,5 +170,4 @@ for _op, _kernel in {
     "add": (_add_f, _add_b),
     "concat": (_concat_f, _concat_b),
     **ACTIVATION_KERNELS,
-}.items():
-    register_kernel("numpy", _op, _kernel)
+})

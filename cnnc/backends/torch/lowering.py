@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...ops import find_activation
-from .. import kernels, missing_kernel, register_kernel
+from .. import kernels, missing_kernel, register_builtin_kernels
 
 # -- activations ---------------------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=1)
 
 
-for _op, _lower in {
+register_builtin_kernels("torch", {
     "conv": lower_conv,
     "dwconv": lower_conv,
     "dense": lower_dense,
@@ -331,8 +331,7 @@ for _op, _lower in {
     "add": lambda layer, in_shapes: Add(),
     "concat": lambda layer, in_shapes: Concat(),
     **ACTIVATION_FUNCTIONS,
-}.items():
-    register_kernel("torch", _op, _lower)
+})
 
 
 # -- the whole model -----------------------------------------------------------------------------
