@@ -346,6 +346,8 @@ ACTS = {
     "elu_default": ({}, [0.0], TF.elu),
     "gelu": ({}, [], TF.gelu),
     "silu": ({}, [], TF.silu),
+    "hardsigmoid": ({}, [-3.0, 3.0], TF.hardsigmoid),
+    "hardswish": ({}, [-3.0, 3.0], TF.hardswish),
 }
 
 

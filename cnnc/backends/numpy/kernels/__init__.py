@@ -11,8 +11,8 @@ PyTorch layouts (conv ``(F, C//groups, KH, KW)``, dense ``(out, in)``); padding 
 ``pads = (top, bottom, left, right)``. All arithmetic stays in the input dtype: float32 for
 training, float64 for gradient checks.
 
-Modules, one per op family: conv, pool, dense, activation, norm (batchnorm, dropout), shape
-(flatten, add, concat).
+Modules, one per op family: conv, pool, dense, activation, norm (batchnorm, dropout, stochastic
+depth), layernorm, scale (mul, layerscale), shape (flatten, add, concat).
 """
 
 import ctypes
@@ -20,7 +20,15 @@ import ctypes
 from .activation import ACTIVATION_KINDS, activation_backward, activation_forward, erf, erfc
 from .conv import conv2d_backward, conv2d_forward, conv_output_size, release_scratch
 from .dense import dense_backward, dense_forward
-from .norm import batchnorm_backward, batchnorm_forward, dropout_backward, dropout_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .norm import (
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    stochastic_depth_backward,
+    stochastic_depth_forward,
+)
 from .pool import (
     avgpool2d_backward,
     avgpool2d_forward,
@@ -29,6 +37,7 @@ from .pool import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from .scale import layerscale_backward, layerscale_forward, mul_backward, mul_forward
 from .shape import add_backward, add_forward, concat_backward, concat_forward, flatten_backward, flatten_forward
 
 
@@ -77,7 +86,15 @@ __all__ = [
     "global_pool_backward",
     "global_pool_forward",
     "keep_freed_memory",
+    "layernorm_backward",
+    "layernorm_forward",
+    "layerscale_backward",
+    "layerscale_forward",
     "maxpool2d_backward",
     "maxpool2d_forward",
+    "mul_backward",
+    "mul_forward",
     "release_scratch",
+    "stochastic_depth_backward",
+    "stochastic_depth_forward",
 ]

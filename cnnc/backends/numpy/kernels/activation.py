@@ -198,6 +198,28 @@ def _softmax_b(dy, y):
     return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
+def _hardsigmoid_f(x):
+    # PyTorch's definition: relu6(x + 3) / 6, i.e. 0 below -3, 1 above 3, a line between.
+    return np.clip(x + 3, 0, 6) / 6, x
+
+
+def _hardsigmoid_b(dy, x):
+    # 1/6 strictly inside (-3, 3), 0 at and beyond the kinks (as torch's hardsigmoid_backward)
+    return dy * ((x > -3) & (x < 3)) / 6
+
+
+def _hardswish_f(x):
+    # PyTorch's definition: x * relu6(x + 3) / 6 (MobileNetV3's cheap stand-in for silu).
+    return x * np.clip(x + 3, 0, 6) / 6, x
+
+
+def _hardswish_b(dy, x):
+    # 0 for x <= -3, x/3 + 1/2 strictly between, 1 for x >= 3: what torch's backward gives,
+    # kinks included (measured on torch 2.13: 0 at -3, 1 at 3).
+    inside = (x > -3) & (x < 3)
+    return dy * (inside * (x / 3 + 0.5) + (x >= 3))
+
+
 # The NumPy backend's kernel of each activation (registered by ../lowering.py): name ->
 # (forward(x, **params) -> (y, saved), backward(dy, saved, **params) -> dx).
 ACTIVATION_KERNELS = {
@@ -210,6 +232,8 @@ ACTIVATION_KERNELS = {
     "silu": (_silu_f, _silu_b),
     "gelu": (_gelu_f, _gelu_b),
     "softmax": (_softmax_f, _softmax_b),
+    "hardsigmoid": (_hardsigmoid_f, _hardsigmoid_b),
+    "hardswish": (_hardswish_f, _hardswish_b),
 }
 
 ACTIVATION_KINDS = tuple(ACTIVATION_KERNELS)

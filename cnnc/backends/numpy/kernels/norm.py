@@ -83,3 +83,24 @@ def dropout_forward(x, p, rng, training):
 def dropout_backward(dy, cache):
     mask = cache["mask"]
     return dy if mask is None else dy * mask
+
+
+def stochastic_depth_forward(x, p, rng, training, mode="row"):
+    """Stochastic depth (Huang et al. 2016), as torchvision.ops.StochasticDepth computes it.
+
+    Put on a residual branch just before the `add`: in training, each EXAMPLE's branch is zeroed
+    with probability p ("row": one draw per example, its whole tensor) -- or the whole batch's
+    at once ("batch") -- and survivors are scaled by 1/(1-p), so the expectation is unchanged.
+    In evaluation it is the identity.
+    """
+    if not training or p == 0:
+        return x, {"mask": None}
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1) if mode == "row" else (1,) * x.ndim
+    keep = rng.random(shape) >= p  # (N, 1, 1, 1): one draw per example
+    mask = (keep * (1.0 / (1.0 - p))).astype(x.dtype)
+    return x * mask, {"mask": mask}
+
+
+def stochastic_depth_backward(dy, cache):
+    mask = cache["mask"]
+    return dy if mask is None else dy * mask
