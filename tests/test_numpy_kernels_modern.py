@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as TF
+from test_numpy_kernels import _rng, assert_close32, gradcheck, t
 
 from cnnc.backends.numpy import kernels as K
-from test_numpy_kernels import _rng, assert_close32, gradcheck, t
 
 # ----------------------------------------------------------------------------------------------
 # hardswish / hardsigmoid exactly at their kinks (the finite-difference checks stay away from

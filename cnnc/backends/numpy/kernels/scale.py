@@ -9,8 +9,6 @@ broadcast operand sums over the axes it was broadcast along.
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def _as_image(x, ndim: int):
     """A flat (N, C) gate as (N, C, 1, 1) when the product is an image."""
