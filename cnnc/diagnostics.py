@@ -88,7 +88,7 @@ CODES = {
     "shape": "a layer whose input shape does not fit it",
     "kernel-too-large": "a window larger than its padded input",
     "needs-flatten": "a layer that needs a flat input got an image",
-    "merge-shape": "tensors merged by add or concat do not fit together",
+    "merge-shape": "tensors merged by add, concat or mul do not fit together",
     "groups": "channels not divisible by groups",
     "train-section": "the training section is malformed",
     "activation-not-last": "softmax or sigmoid before the last layer",

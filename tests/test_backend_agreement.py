@@ -1,9 +1,11 @@
 """The torch backend against the NumPy reference, on random valid models.
 
-Hypothesis writes cnnc programs as TEXT -- chains and graphs (a residual add, a concat), every
-op with its options: conv strides, valid/same/explicit/asymmetric padding, dilation, groups,
-depthwise, no bias, fused activations; max/avg/global pooling with padding, ceil rounding and
-count_pad; dense, batchnorm (train and eval), dropout, flatten, every activation -- compiles
+Hypothesis writes cnnc programs as TEXT -- chains and graphs (a residual add, a concat,
+squeeze-and-excitation's `mul` with a 1x1xC or flat gate in either operand order, a residual
+branch through layerscale and stochastic_depth), every op with its options: conv strides,
+valid/same/explicit/asymmetric padding, dilation, groups, depthwise, no bias, fused activations;
+max/avg/global pooling with padding, ceil rounding and count_pad; dense, batchnorm (train and
+eval), layernorm, dropout, flatten, every activation -- compiles
 them with cnnc.compile, loads the same weights into both backends and compares the forward
 outputs, the loss, the gradient of every parameter and the gradient of the input.
 
@@ -26,7 +28,8 @@ from hypothesis import strategies as st  # noqa: E402
 import cnnc  # noqa: E402
 from cnnc.ops.shapes import resolve_pads, window_out  # noqa: E402
 
-ACTS = ["relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu"]
+ACTS = ["relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu",
+        "hardswish", "hardsigmoid"]
 FUSABLE = [a for a in ACTS if a != "softmax"]  # softmax over a conv's channels is legal, but rare
 
 TOL = {"float32": 1e-4, "float64": 1e-9}
@@ -141,7 +144,7 @@ def act_stmt(draw, channels: int) -> str:
 @st.composite
 def image_stage(draw, p: Prog, training: bool):
     kind = draw(st.sampled_from(["conv", "conv", "dwconv", "pool", "bn", "act", "dropout",
-                                 "add", "concat"]))
+                                 "add", "concat", "se", "ln", "scaled_residual"]))
     if kind == "conv":
         p.lines.append(draw(conv_stmt(p)))
     elif kind == "dwconv":
@@ -161,6 +164,32 @@ def image_stage(draw, p: Prog, training: bool):
         p.lines.append(f"conv {c} 3x3 pad=same {draw(st.sampled_from(['relu', 'tanh']))}")
         if draw(st.booleans()):
             p.lines.append("bn")
+        p.lines.append(f"add {skip}")
+    elif kind == "se":  # squeeze-and-excitation: a gate from the tensor, multiplied back in
+        h, w, c = p.shape
+        s = p.fresh()
+        p.lines.append(f"{s} = here")
+        squeeze = draw(st.integers(1, 3))
+        act = draw(st.sampled_from(["relu", "silu"]))
+        gate = draw(st.sampled_from(["sigmoid", "hardsigmoid"]))
+        if draw(st.booleans()):  # 1x1xC, through 1x1 convolutions (torchvision's form)
+            p.lines.append(f"pool global avg keepdims=true; conv {squeeze} 1x1 {act}; "
+                           f"conv {c} 1x1 {gate}")
+        else:  # flat C, through dense layers
+            p.lines.append(f"pool global avg; dense {squeeze} {act}; dense {c} {gate}")
+        if draw(st.booleans()):
+            p.lines.append(f"mul {s}")  # the gate first
+        else:
+            g = p.fresh()
+            p.lines.append(f"{g} = here; from {s}; mul {g}")  # the image first
+    elif kind == "ln":
+        p.lines.append(draw(st.sampled_from(["ln", "layernorm eps=1e-6"])))
+    elif kind == "scaled_residual":  # ConvNeXt's and EfficientNet's residual branch
+        h, w, c = p.shape
+        skip = p.fresh()
+        p.lines.append(f"{skip} = here")
+        p.lines.append(f"conv {c} 1x1 gelu; layerscale 0.5")
+        p.lines.append("stochastic_depth 0" if training else "droppath 0.3")
         p.lines.append(f"add {skip}")
     else:  # concat: two branches from one tensor, joined along channels
         h, w, c = p.shape
@@ -196,7 +225,7 @@ def programs(draw):
             lines.append(f"pool global {mode}")
             features = p.shape[2]
     for _ in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["dense", "act", "bn", "dropout"]))
+        kind = draw(st.sampled_from(["dense", "act", "bn", "dropout", "ln", "layerscale"]))
         if kind == "dense":
             features = draw(st.integers(1, 6))
             acts = ACTS if features > 1 else [a for a in ACTS if a != "softmax"]
@@ -207,6 +236,10 @@ def programs(draw):
             lines.append(act_stmt(draw, features))
         elif kind == "bn":
             lines.append("bn")
+        elif kind == "ln":
+            lines.append("layernorm")
+        elif kind == "layerscale":
+            lines.append("layerscale 0.1")
         else:
             lines.append("dropout 0" if training else "dropout 0.3")
     loss = draw(st.sampled_from(["auto", "auto", "auto", "mse"]))
@@ -361,6 +394,15 @@ CASES = {
     "groups": "input 5x5x4; conv 6 3x3 groups=2 elu",
     "global max, keepdims": "input 4x4x3; relu; pool global max keepdims=true; conv 2 1x1",
     "softmax over channels": "input 4x4x3; conv 3 1x1 softmax",
+    "squeeze-and-excitation, 1x1xC gate": "input 5x5x4; conv 4 3x3 pad=1 hardswish; s = here; "
+                                          "gap keepdims=true; conv 2 1x1 relu; "
+                                          "conv 4 1x1 hardsigmoid; mul s",
+    "flat gate, image first": "input 4x4x3; s = here; gap; dense 2 silu; dense 3 sigmoid; "
+                              "g = here; from s; mul g",
+    "layer norm over channels": "input 4x5x3; conv 4 3x3 hardswish; layernorm eps=1e-6",
+    "layer scale and stochastic depth": "input 4x4x3; x = here; dwconv 3x3 pad=1; ln; "
+                                        "conv 6 1x1 gelu; conv 3 1x1; layerscale 1e-6; "
+                                        "stochastic_depth 0.0; add x",
 }
 
 

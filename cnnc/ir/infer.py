@@ -152,6 +152,8 @@ def _activation_warnings(graph: LayerGraph) -> list[Diagnostic]:
         act = layer.activation
         if act in ("softmax", "sigmoid") and layer.name != graph.output and layer.shape:
             after = [graph[n] for n in graph.consumers(layer.name)]
+            if after and all(a.op == "mul" for a in after):
+                continue  # a gate (squeeze-and-excitation): squashing to [0, 1] is its point
             what = f"`{after[0].text}` (line {after[0].span.line}) follows it" if after \
                 else "more layers follow it"
             out.append(Diagnostic(

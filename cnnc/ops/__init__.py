@@ -168,7 +168,8 @@ def _load_builtins() -> None:
         return
     # The flag is set only once every module has registered: a thread that finds it unset
     # imports them too, and Python's import lock makes it wait for the first thread's imports.
-    from . import activation, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
+    from . import (  # noqa: F401  (they register)
+        activation, conv, dense, io, merge, norm, pool, residual)
     _builtins_loaded = True
 
 

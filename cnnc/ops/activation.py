@@ -1,5 +1,6 @@
 """The built-in activations: `relu`, `relu6`, `tanh`, `sigmoid`, `softmax`, `leaky_relu [slope]`,
-`elu [alpha]`, `gelu`, `silu`. Conv and dense layers also take one as their last argument.
+`elu [alpha]`, `gelu`, `silu`, `hardswish`, `hardsigmoid`. Conv and dense layers also take one
+as their last argument.
 
 Each is one entry of the activation table (cnnc.ops.Activation); `register_activation` makes the
 entry and its op (the standalone layer). Adding an activation is one entry here (or in a plugin)
@@ -26,6 +27,9 @@ BUILTIN = (
                     help="the scale of the negative part, which tends to -alpha"),)),
     Activation("gelu", "x * Phi(x) (exact, erf form)"),
     Activation("silu", "x * sigmoid(x)"),
+    # PyTorch's definitions (MobileNetV3's piecewise-linear stand-ins for silu and sigmoid)
+    Activation("hardswish", "x * relu6(x + 3) / 6"),
+    Activation("hardsigmoid", "relu6(x + 3) / 6"),
 )
 
 

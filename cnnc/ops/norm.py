@@ -1,4 +1,4 @@
-"""Normalisation and regularisation: `batchnorm` (`bn`), `dropout P`."""
+"""Normalisation and regularisation: `batchnorm` (`bn`), `layernorm` (`ln`), `dropout P`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ register(OpSchema(
     buffers=lambda attrs, ins: {"running_mean": Param((_channels(ins[0]),), "zeros"),
                                 "running_var": Param((_channels(ins[0]),), "ones")},
     describe=lambda a: "batchnorm",
+))
+
+register(OpSchema(
+    name="layernorm",
+    summary="layer normalisation over the channels at each position (the features when flat)",
+    # PyTorch's nn.LayerNorm default; torchvision's ConvNeXt writes eps=1e-6
+    options=(Arg("eps", "float", 1e-5, min=0.0, help="added to the variance"),),
+    aliases=("ln",),
+    infer=lambda attrs, ins: ins[0],
+    params=lambda attrs, ins: {"weight": Param((_channels(ins[0]),), "ones"),
+                               "bias": Param((_channels(ins[0]),), "zeros")},
+    describe=lambda a: "layernorm" + (f" eps={a['eps']:g}" if a["eps"] != 1e-5 else ""),
 ))
 
 register(OpSchema(

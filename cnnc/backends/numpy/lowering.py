@@ -116,6 +116,33 @@ def _bn_b(layer, p, cache, dy, ctx):
     return [dx], {"weight": dgamma, "bias": dbeta}
 
 
+def _layernorm_f(layer, p, inputs, ctx):
+    return K.layernorm_forward(inputs[0], p["weight"], p["bias"], eps=layer.settled["eps"])
+
+
+def _layernorm_b(layer, p, cache, dy, ctx):
+    dx, dgamma, dbeta = K.layernorm_backward(dy, cache)
+    return [dx], {"weight": dgamma, "bias": dbeta}
+
+
+def _layerscale_f(layer, p, inputs, ctx):
+    return K.layerscale_forward(inputs[0], p["scale"])
+
+
+def _layerscale_b(layer, p, cache, dy, ctx):
+    dx, dscale = K.layerscale_backward(dy, cache)
+    return [dx], {"scale": dscale}
+
+
+def _stochastic_depth_f(layer, p, inputs, ctx):
+    a = layer.settled
+    return K.stochastic_depth_forward(inputs[0], a["rate"], ctx.rng, ctx.training, a["mode"])
+
+
+def _stochastic_depth_b(layer, p, cache, dy, ctx):
+    return [K.stochastic_depth_backward(dy, cache)], {}
+
+
 def _dropout_f(layer, p, inputs, ctx):
     return K.dropout_forward(inputs[0], layer.settled["rate"], ctx.rng, ctx.training)
 
@@ -149,6 +176,14 @@ def _concat_b(layer, p, cache, dy, ctx):
     return K.concat_backward(dy, cache), {}
 
 
+def _mul_f(layer, p, inputs, ctx):
+    return K.mul_forward(*inputs)
+
+
+def _mul_b(layer, p, cache, dy, ctx):
+    return K.mul_backward(dy, cache), {}
+
+
 def _input_f(layer, p, inputs, ctx):
     return inputs[0], None
 
@@ -165,9 +200,13 @@ register_builtin_kernels("numpy", {
     "dense": (_dense_f, _dense_b),
     "pool": (_pool_f, _pool_b),
     "batchnorm": (_bn_f, _bn_b),
+    "layernorm": (_layernorm_f, _layernorm_b),
+    "layerscale": (_layerscale_f, _layerscale_b),
+    "stochastic_depth": (_stochastic_depth_f, _stochastic_depth_b),
     "dropout": (_dropout_f, _dropout_b),
     "flatten": (_flatten_f, _flatten_b),
     "add": (_add_f, _add_b),
     "concat": (_concat_f, _concat_b),
+    "mul": (_mul_f, _mul_b),
     **ACTIVATION_KERNELS,
 })

@@ -41,6 +41,14 @@ from .. import kernels, missing_kernel, register_builtin_kernels
 
 # -- activations ---------------------------------------------------------------------------------
 
+def _hardsigmoid(x):
+    # torch 2.13's CPU backward of hardsigmoid multiplies by 1/6 rounded to float32, in float64
+    # too (a relative error of 3e-8 there); in float64 the same function is composed instead.
+    if x.dtype == torch.float64:
+        return F.relu6(x + 3) / 6
+    return F.hardsigmoid(x)
+
+
 # The torch kernel of each activation: fn(x, **params) -> y, params as the activation table
 # names them (PyTorch's defaults are the table's).
 ACTIVATION_FUNCTIONS = {
@@ -53,6 +61,8 @@ ACTIVATION_FUNCTIONS = {
     "elu": lambda x, alpha=1.0: F.elu(x, alpha),
     "gelu": F.gelu,  # the exact (erf) form, PyTorch's default
     "silu": F.silu,
+    "hardswish": F.hardswish,  # nn.Hardswish: x * relu6(x + 3) / 6
+    "hardsigmoid": _hardsigmoid,  # nn.Hardsigmoid: relu6(x + 3) / 6
 }
 
 
@@ -292,6 +302,65 @@ def lower_batchnorm(layer, in_shapes):
     return cls(in_shapes[0][-1], eps=a["eps"], momentum=a["momentum"])
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over the channels at each position of an N x C x H x W image, as
+    torchvision's ConvNeXt defines it: channels moved last, F.layer_norm, moved back."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def lower_layernorm(layer, in_shapes):
+    cls = LayerNorm2d if len(in_shapes[0]) == 3 else nn.LayerNorm
+    return cls(in_shapes[0][-1], eps=layer.settled["eps"])
+
+
+class LayerScale(nn.Module):
+    """A learned factor per channel (feature, once flat), as ConvNeXt's `layer_scale`."""
+
+    def __init__(self, channels: int, init: float):
+        super().__init__()
+        self.init = init
+        self.scale = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x):
+        return x * (self.scale.view(-1, 1, 1) if x.ndim == 4 else self.scale)
+
+    def extra_repr(self) -> str:
+        return f"{self.scale.shape[0]}, init={self.init:g}"
+
+
+def lower_layerscale(layer, in_shapes):
+    return LayerScale(in_shapes[0][-1], layer.settled["init"])
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth: in training, each example's tensor ("row") or the whole
+    batch's ("batch") is zeroed with probability p, survivors scaled by 1/(1-p); the identity
+    in evaluation."""
+
+    def __init__(self, p: float, mode: str = "row"):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        return x * noise.div_(survival)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
+
+
+def lower_stochastic_depth(layer, in_shapes):
+    return StochasticDepth(layer.settled["rate"], layer.settled["mode"])
+
+
 def lower_dropout(layer, in_shapes):
     return nn.Dropout(layer.settled["rate"])
 
@@ -313,6 +382,19 @@ class Add(nn.Module):
         return y
 
 
+class Mul(nn.Module):
+    """Element-wise product of its inputs; a flat (N, C) gate scales every position of an
+    N x C x H x W image (squeeze-and-excitation), other size-1 axes broadcast as in NumPy."""
+
+    def forward(self, *xs):
+        if any(x.ndim == 4 for x in xs):
+            xs = [x[:, :, None, None] if x.ndim == 2 else x for x in xs]
+        y = xs[0] * xs[1]
+        for x in xs[2:]:
+            y = y * x
+        return y
+
+
 class Concat(nn.Module):
     """Its inputs joined along the channel axis (features, once flat)."""
 
@@ -326,10 +408,14 @@ register_builtin_kernels("torch", {
     "dense": lower_dense,
     "pool": lower_pool,
     "batchnorm": lower_batchnorm,
+    "layernorm": lower_layernorm,
+    "layerscale": lower_layerscale,
+    "stochastic_depth": lower_stochastic_depth,
     "dropout": lower_dropout,
     "flatten": lower_flatten,
     "add": lambda layer, in_shapes: Add(),
     "concat": lambda layer, in_shapes: Concat(),
+    "mul": lambda layer, in_shapes: Mul(),
     **ACTIVATION_FUNCTIONS,
 })
 
