@@ -60,6 +60,7 @@ def test_cnnc_train_under_torchrun(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "best.safetensors", "last.safetensors", "metrics.jsonl", "state.safetensors"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert list(records.pop(0)) == ["header"]
     assert [r.get("epoch") for r in records[:2]] == [1, 2] and len(records) == 3
     assert records[1]["train_loss"] < records[0]["train_loss"]
     assert records[-1]["test_accuracy"] > 0.9  # 8x8 digits after two epochs

@@ -468,11 +468,11 @@ def test_ctrl_c_while_an_epoch_is_saved_counts_that_epoch(tmp_path, monkeypatch)
     real = engine.write_metrics
     calls = []
 
-    def interrupted_write(path, records):
+    def interrupted_write(path, records, header=None):
         if not calls:
             os.kill(os.getpid(), signal.SIGINT)  # held back until the files are all written
         calls.append(path)
-        real(path, records)
+        real(path, records, header)
 
     monkeypatch.setattr(engine, "write_metrics", interrupted_write)
     result = train(fake_model(), FakeSession(), fake_data(), CONFIG, out_dir=tmp_path)

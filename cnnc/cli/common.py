@@ -90,7 +90,7 @@ def train_config(model, args):
     base = model.train_config or TrainConfig()
     flags = {k: getattr(args, k, None) for k in
              ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-              "loss", "seed", "val_split", "data")}
+              "loss", "seed", "val_split", "data", "flip", "shift", "erase")}
     if flags["data"] is not None and os.path.isdir(flags["data"]) and \
             base.data in _SEARCHED:
         flags["data"] = None  # a folder to search for the file's data set; see load_data

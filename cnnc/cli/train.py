@@ -30,6 +30,13 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, metavar="N")
     p.add_argument("--val-split", type=float, metavar="F",
                    help="fraction of the training images held out for validation")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment: mirror training images left-right at random")
+    p.add_argument("--shift", type=int, metavar="N",
+                   help="augment: shift training images by up to N pixels (pad and crop)")
+    p.add_argument("--erase", type=float, metavar="P",
+                   help="augment: blank a random rectangle of a training image with "
+                        "probability P")
     p.add_argument("--out", metavar="DIR", help="write metrics.jsonl and checkpoints here")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/last.safetensors (needs --out)")
@@ -46,6 +53,7 @@ def run(args) -> int:
     import sys
 
     from ..diagnostics import CnncError
+    from ..train.augment import Augmentation
     from ..train.engine import BEST, LAST, METRICS, split_indices, train
     from ..train.progress import make_reporter
     from .common import backend_options, load_data, load_model, train_config
@@ -55,6 +63,11 @@ def run(args) -> int:
     if not 0 <= config.val_split < 1:
         raise CnncError(f"--val-split must be at least 0 and below 1, not {config.val_split}",
                         code="usage")
+    if config.shift < 0:
+        raise CnncError(f"--shift must be 0 or more pixels, not {config.shift}", code="usage")
+    if not 0 <= config.erase < 1:
+        raise CnncError(f"--erase must be a probability at least 0 and below 1, not "
+                        f"{config.erase}", code="usage")
     if args.resume and not args.out:
         raise CnncError("--resume needs --out DIR: the folder of the run to continue",
                         code="usage", hint=f"cnnc train {args.file} --out DIR --resume")
@@ -90,6 +103,9 @@ def run(args) -> int:
         + f", {opt} lr {config.lr:g}"
         + (f" {config.schedule}" if config.schedule != "constant" else "")
         + (", resuming" if args.resume else ""), flush=True)
+    augment = Augmentation.of(config)
+    if not augment.off:
+        say(f"augmenting training batches: {augment.describe()}", flush=True)
 
     reporter = make_reporter(sys.stdout)
     result = train(model, session, ds, config, out_dir=args.out, resume=args.resume,
@@ -147,6 +163,7 @@ def resume_command(args) -> str:
              ("momentum", "--momentum"), ("weight_decay", "--weight-decay"),
              ("schedule", "--schedule"), ("loss", "--loss"),
              ("seed", "--seed"), ("val_split", "--val-split"), ("limit", "--limit"),
+             ("shift", "--shift"), ("erase", "--erase"),
              ("out", "--out")]
     for attr, flag in flags:
         value = getattr(args, attr, None)
@@ -158,5 +175,7 @@ def resume_command(args) -> str:
         words.append("--channels-last" if args.channels_last else "--no-channels-last")
     if getattr(args, "compile", False):
         words.append("--compile")
+    if getattr(args, "flip", None) is not None:
+        words.append("--flip" if args.flip else "--no-flip")
     words.append("--resume")
     return " ".join(shlex.quote(w) for w in words)

@@ -49,6 +49,7 @@ class Dataset:
     test_y: np.ndarray
     num_classes: int
     description: str
+    class_names: list[str] | None = None  # one name per label, when the data set has them
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -198,6 +199,11 @@ def validate_dataset(ds: object, origin: str) -> Dataset:
     if not isinstance(ds.num_classes, (int, np.integer)) or ds.num_classes < 1:
         raise bad(f"num_classes is {ds.num_classes!r}; expected a positive integer")
     ds.num_classes = int(ds.num_classes)
+    if ds.class_names is not None:
+        names = [str(n) for n in ds.class_names]
+        if len(names) != ds.num_classes:
+            raise bad(f"it names {len(names)} classes but has {ds.num_classes}")
+        ds.class_names = names
     for part in ("train", "test"):
         y = getattr(ds, f"{part}_y")
         if y.size and (y.min() < 0 or y.max() >= ds.num_classes):

@@ -57,4 +57,5 @@ def load_digits(arg=None, **_options) -> Dataset:
     x = (table[:, :64].astype(np.float32) / np.float32(16.0)).reshape(-1, 8, 8, 1)
     y = table[:, 64].astype(np.int64)
     test = split_mask(y)
-    return Dataset("digits", x[~test], y[~test], x[test], y[test], 10, DESCRIPTION)
+    return Dataset("digits", x[~test], y[~test], x[test], y[test], 10, DESCRIPTION,
+                   [str(d) for d in range(10)])

@@ -212,6 +212,14 @@ def _pixels(images: np.ndarray) -> np.ndarray:
     return x[..., None]
 
 
+CLASS_NAMES = {
+    # Fashion-MNIST's labels, as its README lists them
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(d) for d in range(10)),
+}
+
+
 def load_known(name: str, description: str, data_dir: str | None) -> Dataset:
     """Find data set `name` in the search folders and load it, or explain where it was sought."""
     looked: list[str] = []
@@ -221,7 +229,9 @@ def load_known(name: str, description: str, data_dir: str | None) -> Dataset:
             continue
         files, missing = find_files(folder)
         if files is not None:
-            return load_idx_folder(files, name, description, max_classes=10)
+            ds = load_idx_folder(files, name, description, max_classes=10)
+            ds.class_names = list(CLASS_NAMES[name])
+            return ds
         if len(missing) == len(FILES):
             looked.append(f"{folder} ({why}; no IDX files)")
         else:

@@ -37,6 +37,10 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     val_split: float = 0.1  # the fraction of the training images held out for validation
+    # augmentation of training batches (cnnc/train/augment.py)
+    flip: bool = False  # mirror left-right with probability 1/2
+    shift: int = 0  # move by up to this many pixels each way (pad and random crop)
+    erase: float = 0.0  # probability of blanking a random rectangle (random erasing)
 
     def merged(self, **overrides) -> "TrainConfig":
         """A copy with every override that is not None applied (command-line flags)."""
@@ -62,6 +66,9 @@ _SETTINGS = {
     "seed": ((Arg("seed", "int", min=0),), ()),
     "val": ((Arg("val_split", "float", min=0.0, max_exclusive=1.0),), ()),
     "val_split": ((Arg("val_split", "float", min=0.0, max_exclusive=1.0),), ()),
+    "flip": ((Arg("flip", "bool", True),), ()),  # `flip` alone turns it on
+    "shift": ((Arg("shift", "int", min=0),), ()),
+    "erase": ((Arg("erase", "float", min=0.0, max_exclusive=1.0),), ()),
 }
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..diagnostics import CnncError
+from .augment import Augmentation, check_applicable, plan_batch
 from .checkpoint import atomic_write_text, load_safetensors, save_safetensors
 from .config import TrainConfig
 from .progress import BatchStats, Reporter
@@ -177,9 +179,24 @@ class _Trainer:
         self.model_file = model_file or os.path.basename(model.file)
         self.eval_batch_size = eval_batch_size
         self.meta = dict(meta or {})
+        classes = getattr(dataset, "class_names", None)
+        if classes:  # so that whoever loads the weights can name the predicted classes
+            self.meta.setdefault("classes", json.dumps(list(classes)))
         self.hash = model_hash(model)
         self.backend = str(getattr(session, "backend", "?"))
         self.best_key = "val_loss" if config.val_split > 0 else "train_loss"
+        self.augment = Augmentation.of(config)
+        self.image_size = tuple(dataset.train_x.shape[1:3])
+        if not self.augment.off:
+            check_applicable(self.augment, tuple(dataset.train_x.shape[1:]))
+            if "augment" not in inspect.signature(session.train_step).parameters:
+                raise CnncError(f"the {self.backend} backend cannot augment training batches",
+                                code="backend", hint="train without flip, shift and erase")
+        self.header = {"header": {"model_file": self.model_file, "model_sha256": self.hash,
+                                  "backend": self.backend, "data": dataset.name,
+                                  "settings": asdict(config),
+                                  "augment": self.augment.to_json(),
+                                  **({"classes": list(classes)} if classes else {})}}
 
     # -- sums across ranks -------------------------------------------------------------------
     def _reduced(self, values: list[float]) -> list[float]:
@@ -239,7 +256,12 @@ class _Trainer:
                 break
             if config.schedule != "constant":
                 session.set_lr(scheduled_lr(config, epoch, b, batches))
-            loss, correct = session.train_step(train_data, idx)
+            if self.augment.off:
+                loss, correct = session.train_step(train_data, idx)
+            else:
+                plan = plan_batch(self.augment, len(idx), *self.image_size, seed=config.seed,
+                                  epoch=epoch, batch=b, rank=self.rank)
+                loss, correct = session.train_step(train_data, idx, augment=plan)
             pending.append((b + 1, loss, correct, len(idx)))
             now = time.perf_counter()
             stats = None
@@ -303,7 +325,7 @@ class _Trainer:
             save_safetensors(out / LAST, weights, meta)
             if is_best:
                 save_safetensors(out / BEST, weights, meta)
-            write_metrics(out / METRICS, history)
+            write_metrics(out / METRICS, history, self.header)
             save_safetensors(out / STATE, optimizer, state_meta)  # the commit point
 
     def fresh_out_dir(self) -> None:
@@ -312,7 +334,7 @@ class _Trainer:
         for name in (STATE, LAST, BEST):
             with contextlib.suppress(FileNotFoundError):
                 (self.out / name).unlink()
-        atomic_write_text(self.out / METRICS, "")
+        atomic_write_text(self.out / METRICS, json.dumps(self.header) + "\n")
 
     def load_resume(self, log) -> tuple[int, list[dict], dict]:
         """Restore weights and optimizer from out_dir; (next epoch, history, best)."""
@@ -390,12 +412,27 @@ def _finite(value):
     return value if (value is not None and math.isfinite(value)) else None
 
 
-def write_metrics(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+def write_metrics(path: Path, records: list[dict], header: dict | None = None) -> None:
+    """The run's header line (what was trained, how: settings, augmentation, class names), then
+    one line per record."""
+    lines = ([header] if header else []) + list(records)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in lines))
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl; a missing file or a torn last line yields what is whole."""
+    """The records of a metrics.jsonl (epochs, then the test record; not the header); a missing
+    file or a torn last line yields what is whole."""
+    return [r for r in _read_lines(path) if "header" not in r]
+
+
+def read_header(path: Path) -> dict | None:
+    """The header of a metrics.jsonl: {"model_file", "model_sha256", "backend", "data",
+    "settings", "augment", "classes"?}, or None (a file from before headers, or none)."""
+    lines = _read_lines(path)
+    return lines[0]["header"] if lines and isinstance(lines[0].get("header"), dict) else None
+
+
+def _read_lines(path: Path) -> list[dict]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -478,7 +515,7 @@ def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume:
                                "epochs": result.completed_epoch}
                 if t.main and t.out is not None:
                     with _hold_sigint():
-                        write_metrics(t.out / METRICS, history + [result.test])
+                        write_metrics(t.out / METRICS, history + [result.test], t.header)
     except KeyboardInterrupt:
         result.interrupted = True
         result.interrupted_epoch = epoch

@@ -172,9 +172,17 @@ class NumpySession(Session):
     def begin_epoch(self, epoch: int) -> None:
         self.rng = np.random.default_rng([self.seed % 2**64, 1, int(epoch)])
 
-    def train_step(self, data, idx):
+    def augmented(self, data, idx, augment):
+        """The rows `idx` of a split with a training augmentation plan (cnnc/train/augment.py)
+        applied: what train_step trains on."""
+        from ...train.augment import apply_numpy
+
         x, y = data
-        xb, yb = x[idx], y[idx]
+        return apply_numpy(x[idx], augment), y[idx]
+
+    def train_step(self, data, idx, augment=None):
+        x, y = data
+        xb, yb = (x[idx], y[idx]) if augment is None else self.augmented(data, idx, augment)
         loss, grads, out = self.gradients(xb, yb)
         params = {k: self.weights[k] for k in grads}
         self.optimizer.step(params, grads)

@@ -207,7 +207,7 @@ class TorchSession(Session):
         xt = xt.to(dev, self.dtype).contiguous()
         return TorchData(xt, yt.to(dev))
 
-    def _batch(self, data: TorchData, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, data: TorchData, idx, augment=None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = data
         if isinstance(idx, slice):
             xb, yb = x[idx], y[idx]
@@ -218,6 +218,12 @@ class TorchSession(Session):
             xb, yb = x.index_select(0, i), y.index_select(0, i)
         if xb.device != self.device:
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        if augment is not None:  # the engine's plan (cnnc/train/augment.py): gather, then blank
+            n, c = xb.shape[:2]
+            index = torch.from_numpy(augment.index).to(self.device, non_blocking=True)
+            keep = torch.from_numpy(augment.keep).to(self.device, non_blocking=True)
+            moved = xb.reshape(n, c, -1).gather(2, index[:, None, :].expand(n, c, -1))
+            xb = torch.where(keep[:, None, :], moved, moved.new_zeros(())).reshape(xb.shape)
         if xb.dim() == 4 and self.layout == "channels_last":
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
@@ -423,10 +429,16 @@ class TorchSession(Session):
         mixed = np.random.SeedSequence([int(self.seed) % 2**64, 1, int(epoch), self.rank])
         torch.manual_seed(int(mixed.generate_state(1, np.uint64)[0] >> 1))
 
-    def train_step(self, data, idx):
+    def augmented(self, data, idx, augment):
+        """The rows `idx` of a split with a training augmentation plan applied, as NumPy
+        N x C x H x W: what train_step trains on (for checks against the NumPy backend)."""
+        xb, yb = self._batch(data, idx, augment)
+        return xb.float().cpu().numpy(), yb.cpu().numpy()
+
+    def train_step(self, data, idx, augment=None):
         if self._train_net is None:
             self._prepare_training(data, idx)
-        xb, yb = self._batch(data, idx)
+        xb, yb = self._batch(data, idx, augment)
         self.module.train()
         with self._autocast():
             out = self._guarded(self._train_net, xb)
