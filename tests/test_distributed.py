@@ -58,7 +58,8 @@ def test_cnnc_train_under_torchrun(tmp_path):
     assert proc.stdout.count("test_accuracy") == 1, proc.stdout
     assert "batch 32 per process x 2 processes" in proc.stdout  # the header says how it runs
     assert sorted(p.name for p in out.iterdir()) == [
-        "best.safetensors", "last.safetensors", "metrics.jsonl", "state.safetensors"]
+        "best.safetensors", "curves.svg", "last.safetensors", "metrics.jsonl", "model.cnn",
+        "run.json", "state.safetensors"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert list(records.pop(0)) == ["header"]
     assert [r.get("epoch") for r in records[:2]] == [1, 2] and len(records) == 3

@@ -74,7 +74,11 @@ def add_run_flags(p) -> None:
     p.add_argument("--backend", default=None, metavar="NAME",
                    help="numpy (default) or torch, or a plugin's")
     p.add_argument("--data", metavar="NAME|PATH",
-                   help="digits, fashion-mnist, mnist, shapes, npz:PATH or a folder of IDX files")
+                   help="digits, fashion-mnist, mnist, shapes, npz:PATH, a folder of images "
+                        "(one sub-folder per class) or of IDX files")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="image folders: skip files that cannot be read (they are counted) "
+                        "instead of stopping")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="torch: where to run (auto takes a GPU when there is one)")
 
@@ -140,7 +144,8 @@ def load_data(model, args, config, *, limit=None):
     classes = model.output_shape[0] if len(model.output_shape) == 1 else None
     try:
         ds = load_dataset(spec, data_dir=data_dir, input_shape=model.input_shape,
-                          num_classes=classes, seed=config.seed)
+                          num_classes=classes, seed=config.seed,
+                          skip_bad_images=getattr(args, "skip_bad_images", False))
     except CnncError as e:
         e.span = e.span or _data_span(model, from_file)
         raise

@@ -56,6 +56,8 @@ def run(args) -> int:
     from ..train.augment import Augmentation
     from ..train.engine import BEST, LAST, METRICS, split_indices, train
     from ..train.progress import make_reporter
+    from ..train.runs import new_run_dir, write_run_files
+    from ..viz.curves import CurvesReporter
     from .common import backend_options, load_data, load_model, train_config
 
     model = load_model(args.file)
@@ -103,11 +105,21 @@ def run(args) -> int:
         + f", {opt} lr {config.lr:g}"
         + (f" {config.schedule}" if config.schedule != "constant" else "")
         + (", resuming" if args.resume else ""), flush=True)
+    if ds.preparation:
+        say(f"data: {ds.preparation}", flush=True)
     augment = Augmentation.of(config)
     if not augment.off:
         say(f"augmenting training batches: {augment.describe()}", flush=True)
+    if args.out is None and main:  # runs are kept: runs/<model>/<n>, a new n each time
+        args.out = str(new_run_dir(model.name))
+        say(f"run folder: {args.out} (--out DIR chooses another)", flush=True)
+    if args.out and main:
+        write_run_files(args.out, model, config, backend=getattr(session, "backend", backend),
+                        dataset=ds, argv=["cnnc", *sys.argv[1:]])
 
     reporter = make_reporter(sys.stdout)
+    if args.out and main:
+        reporter = CurvesReporter(reporter, args.out, resume=args.resume)
     result = train(model, session, ds, config, out_dir=args.out, resume=args.resume,
                    reporter=reporter, log=lambda text: print(text, file=sys.stderr),
                    model_file=os.path.basename(model.file))
@@ -175,6 +187,8 @@ def resume_command(args) -> str:
         words.append("--channels-last" if args.channels_last else "--no-channels-last")
     if getattr(args, "compile", False):
         words.append("--compile")
+    if getattr(args, "skip_bad_images", False):
+        words.append("--skip-bad-images")
     if getattr(args, "flip", None) is not None:
         words.append("--flip" if args.flip else "--no-flip")
     words.append("--resume")

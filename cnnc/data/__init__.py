@@ -5,7 +5,8 @@
     check_fits(ds, (8, 8, 1), 10)
 
 Built in: `digits` (shipped, the default), `fashion-mnist` and `mnist` (IDX files found on this
-machine; never downloaded), `shapes` (synthetic), `npz:PATH` and `idx:DIR`. Other packages add
+machine; never downloaded), `shapes` (synthetic), `npz:PATH`, `idx:DIR` and `folder:DIR` (your
+own images, one sub-folder per class). Other packages add
 data sets through the entry-point group ``cnnc.datasets`` (see `cnnc.data._registry`).
 """
 
@@ -21,6 +22,7 @@ from cnnc.data._registry import (
 
 # Importing the loaders registers them.
 from cnnc.data import digits as _digits  # noqa: E402,F401
+from cnnc.data import folder as _folder  # noqa: E402,F401
 from cnnc.data import idx as _idx  # noqa: E402,F401
 from cnnc.data import npz as _npz  # noqa: E402,F401
 from cnnc.data import shapes as _shapes  # noqa: E402,F401

@@ -50,6 +50,7 @@ class Dataset:
     num_classes: int
     description: str
     class_names: list[str] | None = None  # one name per label, when the data set has them
+    preparation: str = ""  # how the images were made to fit the model, for the training header
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -276,7 +277,8 @@ def check_fits(ds: Dataset, input_shape: tuple, num_classes: int | None) -> None
 
 
 def load_dataset(spec: str, *, data_dir: str | None = None, input_shape: tuple | None = None,
-                 num_classes: int | None = None, seed: int = 0) -> Dataset:
+                 num_classes: int | None = None, seed: int = 0,
+                 skip_bad_images: bool = False) -> Dataset:
     """Load the data set that `spec` names. Raises CnncError(code="data") for a person to read.
 
     `spec` is resolved in this order:
@@ -284,12 +286,15 @@ def load_dataset(spec: str, *, data_dir: str | None = None, input_shape: tuple |
     1. a registered name (``digits``, ``fashion-mnist``, ``shapes``, ...), or a plugin's;
     2. ``name:ARG`` for a registered name that takes an argument (``npz:PATH``,
        ``shapes:32x32x3:5``, ``idx:DIR``);
-    3. an existing directory: a folder of the four IDX files (named ``idx:DIR``);
+    3. an existing directory: a folder of class sub-folders of images (``folder:DIR``), or
+       else of the four IDX files (``idx:DIR``);
     4. an existing ``.npz`` file (like ``npz:PATH``).
 
     `data_dir` (the ``--data DIR`` option) is searched first for downloadable data sets;
     `input_shape` and `num_classes` are the model's, used by synthetic data sets for their
-    defaults (fit is checked separately by `check_fits`); `seed` seeds synthetic data.
+    defaults (fit is checked separately by `check_fits`), and by image folders for the size and
+    channels to convert to; `seed` seeds synthetic data and held-out splits; `skip_bad_images`
+    lets an image folder skip unreadable files instead of refusing them.
     """
     import os
 
@@ -297,7 +302,7 @@ def load_dataset(spec: str, *, data_dir: str | None = None, input_shape: tuple |
         raise CnncError("no data set was named", hint=_known_hint(), code="data")
     spec = spec.strip()
     options = dict(data_dir=data_dir, input_shape=input_shape, num_classes=num_classes,
-                   seed=seed)
+                   seed=seed, skip_bad_images=skip_bad_images)
 
     entry = lookup(spec)
     arg: str | None = None
@@ -315,13 +320,15 @@ def load_dataset(spec: str, *, data_dir: str | None = None, input_shape: tuple |
                         hint=f"write just `{head}`", code="data")
     if entry is None:
         if os.path.isdir(spec):
-            entry, arg = lookup("idx"), spec
+            from cnnc.data.folder import is_image_folder
+
+            entry, arg = lookup("folder" if is_image_folder(spec) else "idx"), spec
         elif os.path.isfile(spec) and spec.lower().endswith(".npz"):
             entry, arg = lookup("npz"), spec
         elif os.path.isfile(spec):
             raise CnncError(
-                f"'{spec}' is a file, but cnnc reads data sets from .npz files or from folders "
-                "of IDX files",
+                f"'{spec}' is a file, but cnnc reads data sets from .npz files, folders of "
+                "images (one sub-folder per class) or folders of IDX files",
                 hint="save the arrays with numpy.savez as x_train, y_train, x_test, y_test and "
                      "pass the .npz file", code="data")
         elif os.sep in spec or "/" in spec or spec.lower().endswith(".npz"):

@@ -1,0 +1,1 @@
+"""Pictures cnnc draws itself: training curves (`cnnc plot`) and layer graphs (`cnnc graph`)."""
