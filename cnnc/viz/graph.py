@@ -59,7 +59,7 @@ class Node:
 
 
 def _kind(op: str) -> str:
-    from ..ops import ACTIVATIONS
+    from ..ops import find_activation
 
     if op in MERGES:
         return "merge"
@@ -69,17 +69,17 @@ def _kind(op: str) -> str:
         return op
     if op in ("batchnorm", "layernorm", "groupnorm"):
         return "norm"
-    if op in ACTIVATIONS:
+    if find_activation(op) is not None:
         return "activation"
     return "other"
 
 
 def describe(layer) -> str:
-    """The op as `cnnc summary` shows it."""
+    """The op as `cnnc summary` shows it (from the settled attributes, as analyses read)."""
     from ..ops import get as get_schema
 
     schema = get_schema(layer.op)
-    return schema.describe(layer.attrs) if schema.describe else layer.op
+    return schema.describe(layer.settled) if schema.describe else layer.op
 
 
 def layer_lines(layer) -> tuple[str, str, str]:
