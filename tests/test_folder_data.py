@@ -170,3 +170,19 @@ def test_train_from_the_command_line_names_the_broken_file_then_skips_it(tmp_pat
 
     _, meta = load_safetensors(tmp_path / "run" / "last.safetensors")
     assert json.loads(meta["classes"]) == ["bar", "circle"]
+
+
+def test_a_folder_of_classes_overrides_a_files_searched_data_set(tmp_path):
+    from types import SimpleNamespace
+
+    from cnnc.cli.common import load_data, train_config
+    from cnnc.pipeline import compile_text
+
+    root = make_folder(tmp_path / "imgs", n=4)
+    model = compile_text("input 8x8x1\nflatten\ndense 2 softmax\ntrain:\n    data fashion-mnist\n",
+                         "m.cnn")
+    args = SimpleNamespace(data=str(root), skip_bad_images=False)
+    config = train_config(model, args)
+    assert config.data == str(root)
+    ds = load_data(model, args, config)
+    assert ds.class_names == ["bar", "circle"] and ds.image_shape == (8, 8, 1)

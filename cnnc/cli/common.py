@@ -95,10 +95,19 @@ def train_config(model, args):
     flags = {k: getattr(args, k, None) for k in
              ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
               "loss", "seed", "val_split", "data", "flip", "shift", "erase")}
-    if flags["data"] is not None and os.path.isdir(flags["data"]) and \
-            base.data in _SEARCHED:
+    if flags["data"] is not None and _search_folder(flags["data"], base.data):
         flags["data"] = None  # a folder to search for the file's data set; see load_data
     return base.merged(**flags)
+
+
+def _search_folder(data: str, spec: str) -> bool:
+    """Whether `--data DATA` names a folder to look for the file's data set in (`spec`, one of
+    those searched for), rather than a data set of its own (a folder of class folders)."""
+    if spec not in _SEARCHED or not os.path.isdir(data):
+        return False
+    from ..data.folder import is_image_folder
+
+    return not is_image_folder(data)
 
 
 def backend_options(args) -> dict:
@@ -137,8 +146,7 @@ def load_data(model, args, config, *, limit=None):
 
     spec, data_dir = config.data, None
     from_file = getattr(args, "data", None) is None and model.train_config is not None
-    if getattr(args, "data", None) is not None and os.path.isdir(args.data) and \
-            spec in _SEARCHED:
+    if getattr(args, "data", None) is not None and _search_folder(args.data, spec):
         data_dir = args.data  # `--data DIR`: look for the file's data set in DIR
         from_file = True
     classes = model.output_shape[0] if len(model.output_shape) == 1 else None

@@ -174,8 +174,7 @@ def _decode_all(root: Path, entries, shape, skip_bad: bool):
             with np.load(cache, allow_pickle=False) as z:
                 images, labels = z["images"], z["labels"]
                 bad = json.loads(str(z["bad"]))
-            if not bad or skip_bad:
-                return images, labels, [(Path(p), r) for p, r in bad]
+            return images, labels, [(Path(p), r) for p, r in bad]
         except Exception:  # a damaged cache file is decoded afresh and rewritten
             pass
     mode = MODES[c]
