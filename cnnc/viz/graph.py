@@ -102,6 +102,12 @@ def groups_of(graph) -> dict[str, dict]:
             if i < len(blocks):
                 g["label"] = f"{parts[i]}: {blocks[i]}"
             g["members"].append(layer.name)
+    for prefix, g in groups.items():  # height: how many frames nest inside this one
+        g.setdefault("height", 0)
+        parts = prefix.split(".")
+        for i in range(1, len(parts)):
+            outer = groups[".".join(parts[:i])]
+            outer["height"] = max(outer.get("height", 0), len(parts) - i)
     return groups
 
 
@@ -339,8 +345,7 @@ def graph_canvas(model) -> Canvas:
 
 def _height(prefix: str, groups: dict) -> int:
     """How many frames nest inside this one."""
-    inner = [p for p in groups if p.startswith(prefix + ".")]
-    return 1 + max((_height(p, groups) for p in inner), default=-1) if inner else 0
+    return groups[prefix]["height"]
 
 
 # ---------------------------------------------------------------------------------------------
