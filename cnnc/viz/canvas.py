@@ -95,7 +95,8 @@ class Canvas:
         w, h = _n(self.width), _n(self.height)
         out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
                f'viewBox="0 0 {w} {h}" font-family={quoteattr(FONT)}>',
-               f'<rect x="0" y="0" width="{w}" height="{h}" fill="{self.background}"/>']
+               f'<rect x="0" y="0" width="{w}" height="{h}" fill="{self.background}" '
+               'stroke="none"/>']
         for e in self.root:
             _svg(e, out, 0)
         out.append("</svg>")
