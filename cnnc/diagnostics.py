@@ -92,6 +92,7 @@ CODES = {
     "groups": "channels not divisible by groups",
     "train-section": "the training section is malformed",
     "activation-not-last": "softmax or sigmoid before the last layer",
+    "stochastic-depth": "stochastic depth outside a residual branch",
     "unused": "a layer whose output never reaches the model's output",
     "data": "a data set is missing, corrupt, or does not fit the model",
     "weights": "a weights file is missing, corrupt, or does not fit the model",

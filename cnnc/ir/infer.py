@@ -100,6 +100,7 @@ def infer(graph: LayerGraph) -> list[Diagnostic]:
         layer.receptive_field = rf[layer.name][0] if rf[layer.name] else None
 
     diagnostics.extend(_activation_warnings(graph))
+    diagnostics.extend(_stochastic_depth_warnings(graph))
     return diagnostics
 
 
@@ -161,4 +162,25 @@ def _activation_warnings(graph: LayerGraph) -> list[Diagnostic]:
                 f"{act} is usually the last layer, but {what}",
                 layer.span, list(layer.context),
                 f"{act} squashes its input; losses apply it at the output"))
+    return out
+
+
+def _stochastic_depth_warnings(graph: LayerGraph) -> list[Diagnostic]:
+    """stochastic_depth zeroes an example's whole tensor: only a residual branch, whose `add`
+    keeps the shortcut, survives that. Anywhere else it blanks the example for every later layer."""
+    out = []
+    for layer in graph.layers():
+        if layer.op != "stochastic_depth" or not layer.shape or not layer.attrs["rate"]:
+            continue
+        after = [graph[n] for n in graph.consumers(layer.name)]
+        if after and all(a.op == "add" for a in after):
+            continue
+        what = f"`{after[0].text}` (line {after[0].span.line}) reads it" if after and \
+            after[0].op != "add" else "it is the model's output"
+        out.append(Diagnostic(
+            WARNING, "stochastic-depth",
+            f"`{layer.text}` drops each example's whole tensor while training, but it is not on "
+            f"a residual branch: {what}", layer.span, list(layer.context),
+            "put it on a residual branch, just before the `add` that joins the shortcut "
+            "(`stochastic_depth p; add x`); to drop single values, use `dropout`"))
     return out
