@@ -40,7 +40,7 @@ COLORS = {  # fill, border, by kind of op
     "activation": ("#f6f6f6", "#777"),
     "other": ("#ffffff", "#666"),
 }
-MERGES = ("add", "concat")
+MERGES = ("add", "concat", "mul")
 _BLOCK_RE = re.compile(r"in block `([^`]+)`")
 
 
@@ -58,19 +58,20 @@ class Node:
     succs: list = field(default_factory=list)
 
 
-def _kind(op: str) -> str:
+def _kind(layer) -> str:
     from ..ops import find_activation
 
-    if op in MERGES:
+    op = layer.op
+    if op in MERGES or len(layer.inputs) > 1:  # add, concat, mul, a plugin's merge
         return "merge"
     if op == "input":
         return "input"
-    if op in ("conv", "dense", "pool"):
-        return op
-    if op in ("batchnorm", "layernorm", "groupnorm"):
-        return "norm"
     if find_activation(op) is not None:
         return "activation"
+    for word, kind in (("conv", "conv"), ("pool", "pool"), ("gap", "pool"), ("dense", "dense"),
+                       ("linear", "dense"), ("norm", "norm"), ("bn", "norm")):
+        if word in op:  # dwconv, conv_transpose, layernorm, groupnorm, ...
+            return kind
     return "other"
 
 
@@ -128,7 +129,7 @@ def layout(graph) -> tuple[dict[str, Node], list[list[Node]], list[tuple[str, st
             lines = layer_lines(layer)
             width = max(text_width(lines[0], 12) + 20, text_width(lines[1], 11) + 20,
                         text_width(lines[2], 11) + 20, 70)
-            nodes[name] = Node(name, rank, width, lines=lines, kind=_kind(layer.op),
+            nodes[name] = Node(name, rank, width, lines=lines, kind=_kind(layer),
                                title=f"{name} (line {layer.span.line}): {layer.text.strip()}")
     spine = set(nx.dag_longest_path(g)) if len(g) else set()
 
@@ -290,11 +291,11 @@ def graph_canvas(model) -> Canvas:
                                                                                 extra_left)
     height = MARGIN * 2 + 34 + len(ranks) * (BOX_H + RANK_GAP)
     dx = MARGIN + extra_left
-    c = Canvas(max(width, 320), height)
     total = sum(prod(s) for layer in graph.layers()
                 for s in (*layer.params.values(), *layer.buffers.values()))
-    c.text(MARGIN, MARGIN + 8, f"{model.name}: {len(graph):,} layers, {total:,} parameters",
-           size=14, bold=True)
+    title = f"{model.name}: {len(graph):,} layers, {total:,} parameters"
+    c = Canvas(max(width, 320, text_width(title, 14) + 2 * MARGIN), height)
+    c.text(MARGIN, MARGIN + 8, title, size=14, bold=True)
 
     # block frames, outermost first so inner ones paint over them
     for prefix in sorted(groups, key=lambda p: groups[p]["depth"]):
@@ -366,7 +367,7 @@ def to_dot(model) -> str:
 
     def node_line(layer, indent):
         op, shape, params = layer_lines(layer)
-        fill, border = COLORS[_kind(layer.op)]
+        fill, border = COLORS[_kind(layer)]
         label = f"{op}\\n{shape}\\n{params}".replace('"', '\\"')
         return f'{indent}{_id(layer.name)} [label="{label}", fillcolor="{fill}", ' \
                f'color="{border}", tooltip="{layer.name}"];'
@@ -415,7 +416,7 @@ def to_mermaid(model) -> str:
         for layer in graph.layers():
             if layer.name in members and layer.name not in inner:
                 op, shape, params = layer_lines(layer)
-                open_, close = ("([", "])") if layer.op in MERGES else ("[", "]")
+                open_, close = ("([", "])") if _kind(layer) == "merge" else ("[", "]")
                 lines.append(f'{indent}{_id(layer.name)}{open_}"{esc(op)}<br/>{shape}<br/>'
                              f'{params}"{close}')
         for p in children:
