@@ -101,6 +101,7 @@ CODES = {
     "diverged": "training stopped because the loss became NaN or infinite",
     "usage": "the command line is malformed",
     "io": "a file could not be read or written",
+    "convert": "Keras code that `cnnc convert` cannot translate (or translates without a setting)",
 }
 
 

@@ -497,7 +497,11 @@ def test_check_fits_image_mismatch():
     err = info.value
     assert err.code == "data"
     assert err.message == "the data set 'digits' has 8x8x1 images but the model's input is 28x28x1"
-    assert "8x8x1" in err.hint and "shapes:28x28x1" in err.hint
+    # the hint names the data sets that do fit (tests/test_download.py checks it in full)
+    assert "`fashion-mnist` (" in err.hint and "`mnist` (" in err.hint
+    with pytest.raises(CnncError) as info:  # nothing known fits: the synthetic data set
+        check_fits(_ds(), (30, 30, 1), 10)
+    assert "8x8x1" in info.value.hint and "shapes:30x30x1" in info.value.hint
 
 
 def test_check_fits_channel_mismatch_notes_it():

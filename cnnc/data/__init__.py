@@ -5,8 +5,8 @@
     check_fits(ds, (8, 8, 1), 10)
 
 Built in: `digits` (shipped, the default), `fashion-mnist` and `mnist` (IDX files found on this
-machine; never downloaded), `shapes` (synthetic), `npz:PATH`, `idx:DIR` and `folder:DIR` (your
-own images, one sub-folder per class). Other packages add
+machine, or downloaded on first use: `cnnc.data.download`), `shapes` (synthetic), `npz:PATH`,
+`idx:DIR` and `folder:DIR` (your own images, one sub-folder per class). Other packages add
 data sets through the entry-point group ``cnnc.datasets`` (see `cnnc.data._registry`).
 """
 

@@ -238,17 +238,19 @@ def check_fits(ds: Dataset, input_shape: tuple, num_classes: int | None) -> None
                 f"the data set '{ds.name}' has {format_shape(img)} images but the model's "
                 f"input is {format_shape(shape)}",
                 notes=notes,
-                hint=f"make the model's input {format_shape(img)}, or use a data set with "
-                     f"{format_shape(shape)} images (`shapes:{format_shape(shape)}` makes "
-                     "synthetic ones)",
+                hint=_fitting_hint(shape, num_classes) or
+                f"make the model's input {format_shape(img)}, or use a data set with "
+                f"{format_shape(shape)} images (`shapes:{format_shape(shape)}` makes "
+                "synthetic ones)",
                 code="data")
     elif len(shape) == 1:
         if shape[0] != size:
             raise CnncError(
                 f"the data set '{ds.name}' has {format_shape(img)} images ({size:,} values "
                 f"each) but the model's flat input takes {shape[0]:,} values",
-                hint=f"make the model's input {format_shape(img)} (or flat with {size} "
-                     f"values), or use a data set with {shape[0]:,} values per image",
+                hint=_fitting_hint(shape, num_classes) or
+                f"make the model's input {format_shape(img)} (or flat with {size} "
+                f"values), or use a data set with {shape[0]:,} values per image",
                 code="data")
     else:
         raise CnncError(
@@ -274,6 +276,13 @@ def check_fits(ds: Dataset, input_shape: tuple, num_classes: int | None) -> None
             hint=f"give the model's last layer {ds.num_classes} outputs (one per class)"
                  + (" or a single sigmoid unit" if ds.num_classes == 2 else ""),
             code="data")
+
+
+def _fitting_hint(shape: tuple, num_classes) -> str | None:
+    """Names the known data sets that do fit the model, saying which are installed."""
+    from cnnc.data.fit import hint
+
+    return hint(shape, None if num_classes is None else int(num_classes))
 
 
 def load_dataset(spec: str, *, data_dir: str | None = None, input_shape: tuple | None = None,

@@ -11,8 +11,8 @@ spelling ``train-images.idx3-ubyte`` of some mirrors is accepted too.
 3. the user cache folder, ``$XDG_CACHE_HOME/cnnc`` or ``~/.cache/cnnc``,
 4. for fashion-mnist, ``/usr/share/datasets/fashion-mnist`` (Debian's dataset-fashion-mnist),
 
-and in each of the first three, both ``ROOT/<name>/`` and ``ROOT/`` itself. Nothing is ever
-downloaded.
+and in each of the first three, both ``ROOT/<name>/`` and ``ROOT/`` itself. Found nowhere, they
+are downloaded into the cache folder (`cnnc.data.download`; ``$CNNC_OFFLINE=1`` turns that off).
 """
 
 from __future__ import annotations
@@ -241,18 +241,35 @@ def load_known(name: str, description: str, data_dir: str | None) -> Dataset:
     if not os.environ.get("CNNC_DATA"):
         notes.append("$CNNC_DATA is not set")
     example = data_dir and Path(data_dir) / name or cache_dir() / name
-    raise CnncError(f"the data set '{name}' was not found on this machine",
-                    notes=notes, hint=HOW_TO_GET[name].format(example=example), code="data")
+    hint = HOW_TO_GET[name].format(example=example)
+    message = f"the data set '{name}' was not found on this machine"
+    from cnnc.data import download
+
+    if download.downloadable(name):
+        if os.environ.get("CNNC_OFFLINE"):
+            notes.append("$CNNC_OFFLINE is set, so it was not downloaded")
+        else:
+            try:
+                folder = download.download(name, cache_dir() / name)
+            except CnncError as e:
+                if e.code != "data":
+                    raise
+                raise CnncError(message + " and could not be downloaded",
+                                notes=[*notes, e.message, *e.notes],
+                                hint=f"{e.hint}; or {hint}", code="data") from None
+            files, _ = find_files(folder)
+            return load_idx_folder(files, name, description, max_classes=10)
+    raise CnncError(message, notes=notes, hint=hint, code="data")
 
 
 @register_dataset("fashion-mnist", "Fashion-MNIST, 28x28x1 clothing images, 10 classes "
-                                   "(MIT licence); from the system or --data DIR")
+                                   "(MIT licence); downloaded on first use")
 def load_fashion_mnist(arg=None, *, data_dir=None, **_options) -> Dataset:
     return load_known("fashion-mnist", FASHION_DESCRIPTION, data_dir)
 
 
-@register_dataset("mnist", "MNIST handwritten digits, 28x28x1, 10 classes; from --data DIR, "
-                           "$CNNC_DATA or the cache folder")
+@register_dataset("mnist", "MNIST handwritten digits, 28x28x1, 10 classes; downloaded on "
+                           "first use")
 def load_mnist(arg=None, *, data_dir=None, **_options) -> Dataset:
     return load_known("mnist", MNIST_DESCRIPTION, data_dir)
 
