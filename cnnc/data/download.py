@@ -42,8 +42,8 @@ class Source:
 # mirror). The first mirror of each is the authors' own.
 SOURCES = {
     "fashion-mnist": Source(
-        mirrors=("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/"
-                 "data/fashion/",
+        mirrors=(("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/"
+                 "data/fashion/"),
                  "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                  "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"),
         sha256={
