@@ -94,6 +94,7 @@ CODES = {
     "activation-not-last": "softmax or sigmoid before the last layer",
     "stochastic-depth": "stochastic depth outside a residual branch",
     "unused": "a layer whose output never reaches the model's output",
+    "input-order": "an input written channels first (CxHxW) where cnnc reads HxWxC",
     "data": "a data set is missing, corrupt, or does not fit the model",
     "weights": "a weights file is missing, corrupt, or does not fit the model",
     "backend": "a backend cannot run this model",

@@ -324,7 +324,7 @@ class Builder:
         if head in scope.params:
             self.parameter_as_layer(call, scope)
         candidates = ops.names() + list(self.blocks) + ["from"]
-        hint = did_you_mean(head, candidates)
+        hint = self.keras_layer_hint(call) or did_you_mean(head, candidates)
         if head in scope.names:
             hint = f"to continue from the tensor `{head}`, write `from {head}`"
         elif head == "block":
@@ -332,6 +332,20 @@ class Builder:
         self.error(call.head_span, "unknown-op", f"unknown layer `{head}`", hint=hint,
                    notes=ops.plugin_errors(), scope=scope)
         raise _Skip
+
+    def keras_layer_hint(self, call: ast.Call) -> str | None:
+        """`MaxPooling2D 2` -> did you mean `maxpool 2`? (Keras' class names, any case)."""
+        from ..syntax.keras_habits import layer_for, rewrite
+
+        text = self.text_of(call.span)
+        rest = text[len(call.head):] if text.startswith(call.head) else ""
+        statement = layer_for(call.head, rest)
+        if statement is None:
+            return None
+        what = ("the activation itself" if call.head.lower() == "activation"
+                else f"`{statement.split()[0]}`")
+        return (f"did you mean `{rewrite(statement)}`? (Keras' `{call.head}` is {what} in "
+                "cnnc)")
 
     def parameter_as_layer(self, call: ast.Call, scope: Scope):
         """`block b(act): conv 8 3x3; act`: a parameter written where a layer goes."""
@@ -396,6 +410,8 @@ class Builder:
     def bind_args(self, schema, call: ast.Call, scope: Scope, spans: dict | None = None) -> dict:
         attrs, problems = bind(call.head, schema.positional, schema.options, call.args,
                                call.options, spans)
+        if problems:
+            self.keras_tuple(call, scope)
         for span, code, message, hint in problems:
             if code == "unknown-option":
                 hint = self.option_hint(schema, call, span) or hint
@@ -403,6 +419,25 @@ class Builder:
         if problems:
             raise _Skip
         return attrs
+
+    def keras_tuple(self, call: ast.Call, scope: Scope) -> None:
+        """`input (28,28,1)`, `maxpool (2,2)`: a Keras tuple read as a parenthesised argument
+        list. One error at the tuple, with the statement spelt the cnnc way."""
+        from ..syntax.keras_habits import paren_tuple, rewrite
+
+        if call.span.line != call.span.end_line or call.head in self.blocks:
+            return
+        line = self.lines[call.span.line - 1]
+        statement = line[call.span.column - 1:call.span.end_column - 1]
+        found = paren_tuple(statement, call.head)
+        if found is None:
+            return
+        start, end, size = found
+        col = call.span.column + start
+        span = Span(call.span.file, call.span.line, col, call.span.line, col + end - start)
+        self.error(span, "bad-value", f"`{call.head}` takes a size written like `{size}`, not "
+                   "a Keras tuple", hint=f"write `{rewrite(statement).strip()}`", scope=scope)
+        raise _Skip
 
     def option_hint(self, schema, call: ast.Call, span: Span) -> str | None:
         """For an unknown option that belongs to an activation (`relu alpha=2`, or `conv 8 3 elu
@@ -430,6 +465,7 @@ class Builder:
             raise _Skip
         spans: dict = {}
         attrs = self.bind_args(schema, call, scope, spans)
+        self.check_channels_first(call, attrs, spans, scope)
         layer = Layer(name=name or "input", op="input", attrs=attrs, inputs=[], span=call.span,
                       text=self.text_of(call.span), arg_spans=spans)
         self.input_layer = layer
@@ -437,6 +473,21 @@ class Builder:
         if name is None:
             scope.names["input"] = (layer.name, call.span)
         return scope.current
+
+    def check_channels_first(self, call, attrs: dict, spans: dict, scope: Scope) -> None:
+        """`input 1x28x28`: an image written channels first (PyTorch's N x C x H x W habit)
+        is 1 pixel high with 28 channels; say so before the shape errors it leads to."""
+        shape = attrs.get("shape")
+        if not shape or len(shape) != 3:
+            return
+        c, h, w = shape
+        if c <= 4 and h >= 8 and w >= 8:
+            self.error(spans.get("shape", call.span), "input-order",
+                       f"`input {c}x{h}x{w}` is an image {c} pixel{'s' * (c != 1)} high and "
+                       f"{h} wide, with {w} channels: cnnc, as Keras, writes images height x "
+                       "width x channels", hint=f"for {h}x{w} images with {c} "
+                       f"channel{'s' * (c != 1)}, write `input {h}x{w}x{c}`",
+                       scope=scope, severity=WARNING)
 
     def make_layer(self, call, scope, schema, alias_attrs, name) -> str:
         src = self.need_current(call, scope)

@@ -79,6 +79,8 @@ def coerce(arg: Arg, v: Value):
         if v.kind == "name" and v.value in arg.choices:
             return v.value
         hint = did_you_mean(v.text, arg.choices) if v.kind == "name" else None
+        if v.kind == "name" and v.value.lower() in arg.choices:  # ReLU, Softmax (Keras' names)
+            hint = f"did you mean `{v.value.lower()}`?"
         raise ArgError(f"{arg.name} must be one of {', '.join(arg.choices)}, but got "
                        f"{v.describe()}", hint=hint)
     if t == "dims":
@@ -130,6 +132,42 @@ def _extra_positional(what: str, positional, options, written: dict, v: Value,
             f"{takes})", None)
 
 
+def _unquoted(arg: Arg, v: Value) -> Value | None:
+    """`'same'` as the name `same`, when the quotes are what keeps it from fitting `arg`."""
+    if v.kind != "string" or not isinstance(v.value, str):
+        return None
+    bare = Value("name", v.value, v.value, v.span)
+    if not v.value.replace("_", "a").replace("-", "a").isalnum() or not _fits(arg, bare):
+        return None
+    return bare
+
+
+# A problem caused by a Keras habit; its hint becomes the statement spelt the cnnc way.
+_HABIT = object()
+
+
+def _respelt(what: str, positional, options, args, opts, bound: dict) -> str | None:
+    """The statement as written, with its Keras habits spelt the cnnc way: keyword arguments
+    that cnnc takes positionally put in their place, Keras option names renamed, quotes around
+    plain words dropped. `bound` maps each positional argument to the value that fills it."""
+    from ..syntax.keras_habits import OPTIONS, POSITIONAL
+
+    by_name = {a.name: a for a in options}
+    words = [what]
+    for a in positional:
+        if a.name in bound:
+            v = bound[a.name]
+            words.append((_unquoted(a, v) or v).text)
+    for o in opts:
+        if POSITIONAL.get(o.key) in bound and o.key not in by_name:
+            continue
+        key = OPTIONS.get(o.key, o.key) if o.key not in by_name else o.key
+        arg = by_name.get(key)
+        value = (_unquoted(arg, o.value) if arg is not None else None) or o.value
+        words.append(f"{key}={value.text}")
+    return " ".join(words)
+
+
 def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
          args: tuple[Value, ...], opts: tuple[Option, ...], spans: dict | None = None):
     """Match written arguments to declared ones. Returns (attrs, problems).
@@ -141,6 +179,7 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
     """
     attrs: dict = {}
     written: dict[str, Value] = {}
+    placed: dict[str, Value] = {}  # positional arguments: the value that fills each
     problems: list[tuple] = []  # (span, code, message, hint)
     order = ", ".join(a.name for a in positional)
     i = 0
@@ -163,18 +202,39 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
             attrs[arg.name] = coerce(arg, v)
         except ArgError as e:
             hint = e.hint
-            if hint is None and len(positional) > 1 and any(_fits(a, v) for a in positional):
+            if _unquoted(arg, v) is not None:
+                hint = _HABIT
+            elif hint is None and len(positional) > 1 and any(_fits(a, v) for a in positional):
                 hint = f"`{what}` takes its arguments in the order: {order}"
             problems.append((v.span, e.code, _prefix(what, arg) + e.message, hint))
             attrs[arg.name] = None
         written[arg.name] = v
+        placed[arg.name] = v
         if spans is not None:
             spans[arg.name] = v.span
         i += 1
     by_name = {a.name: a for a in options}
     by_name.update({alias: a for a in options for alias in a.aliases if alias not in by_name})
+    from ..syntax.keras_habits import OPTIONS, POSITIONAL
+
+    extra = len(args) - len(written)  # positional values no argument took
     for o in opts:
         arg = by_name.get(o.key)
+        keras_pos = next((a for a in positional if a.name == POSITIONAL.get(o.key)), None)
+        if arg is None and keras_pos is not None and keras_pos.name not in written:
+            # `kernel_size=3`: Keras' keyword for what cnnc takes positionally
+            value = _unquoted(keras_pos, o.value) or o.value
+            if _fits(keras_pos, value):
+                attrs[keras_pos.name] = coerce(keras_pos, value)
+                written[keras_pos.name] = placed[keras_pos.name] = value
+            problems.append((o.key_span, "unknown-option", f"`{what}` takes its "
+                             f"{keras_pos.name} positionally: `{o.key}=` is Keras' name for it",
+                             _HABIT))
+            continue
+        if arg is None and OPTIONS.get(o.key) in by_name:
+            problems.append((o.key_span, "unknown-option", f"`{what}` has no option `{o.key}`: "
+                             f"Keras' `{o.key}=` is `{OPTIONS[o.key]}=` in cnnc", _HABIT))
+            continue
         if arg is None:
             known = [a.name for a in options]
             hint = did_you_mean(o.key, [*known, *(k for a in options for k in a.aliases)])
@@ -194,7 +254,8 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
         try:
             attrs[key] = coerce(arg, o.value)
         except ArgError as e:
-            problems.append((o.value.span, e.code, _prefix(what, arg) + e.message, e.hint))
+            hint = _HABIT if _unquoted(arg, o.value) is not None else e.hint
+            problems.append((o.value.span, e.code, _prefix(what, arg) + e.message, hint))
             attrs[key] = None
         written[key] = o.value
         if spans is not None:
@@ -206,4 +267,9 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
                                  + (f" ({arg.help})" if arg.help else ""), None))
             else:
                 attrs[arg.name] = arg.default
+    if any(p[3] is _HABIT for p in problems):
+        respelt = None if extra else _respelt(what, positional, options, args, opts, placed)
+        problems = [(span, code, message, (f"write `{respelt}`" if respelt else None)
+                     if hint is _HABIT else hint)
+                    for span, code, message, hint in problems]
     return attrs, problems

@@ -99,11 +99,10 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> Inferred:
         raise ShapeError(f"`{attrs['mode']}` after the size is only for global pooling",
                          code="bad-value", arg="mode", hint=f"write `pool {attrs['mode']} K`")
     _window_options(attrs)
-    if attrs["size"] is None:
-        raise ShapeError("`pool` needs a window size, like `pool 2` or `pool avg 3x3`",
-                         code="missing-argument")
-    kh, kw = attrs["size"]
-    sh, sw = _stride(attrs)
+    # Without a size, 2x2 (stride 2), as Keras' MaxPool2D() and AveragePooling2D() default to.
+    size = attrs["size"] if attrs["size"] is not None else (2, 2)
+    kh, kw = size
+    sh, sw = attrs["stride"] if attrs["stride"] is not None else size
     pads = resolve_pads(attrs["pad"], (h, w), (kh, kw), (sh, sw), (1, 1))
     if pads[0] * 2 > kh or pads[1] * 2 > kh or pads[2] * 2 > kw or pads[3] * 2 > kw:
         # PyTorch refuses this too: a window could then lie entirely in the padding.
@@ -116,7 +115,7 @@ def infer_pool(attrs: dict, in_shapes: list[tuple]) -> Inferred:
     ow = window_out(w, kw, sw, pads[2:4], 1, attrs["ceil"])
     if oh < 1 or ow < 1:  # (with ceil=true a window may overhang the input, as in PyTorch)
         check_window("pool", (h, w, c), (kh, kw), (1, 1), pads, arg="size")
-    settled = {"stride": (sh, sw), "pads": pads}
+    settled = {"size": size, "stride": (sh, sw), "pads": pads}
     if attrs["kind"] == "avg":
         settled["divisor"] = (avg_pool_counts(h, oh, kh, sh, pads[0:2], attrs["count_pad"]),
                               avg_pool_counts(w, ow, kw, sw, pads[2:4], attrs["count_pad"]))

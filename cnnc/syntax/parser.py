@@ -382,6 +382,8 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
             hint = "names are made of ASCII letters, digits, `_` and `-`"
         elif ch in "\"'":
             hint = "a string opens and closes with the same quote on one line"
+        if ch in ".[]":  # Keras habits: tf.nn.relu, [28, 28, 1]
+            hint = _keras_hint(lines, err.line) or hint
         return (Diagnostic(ERROR, "syntax", f"unexpected character `{shown}`", span, [], hint),
                 range(err.line, err.line + 1))
     assert isinstance(err, UnexpectedToken)
@@ -449,7 +451,16 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
         hint = "a statement starts with a layer name, like `conv 32 3x3`"
     elif tok.type == "COLON":
         hint = "only `block NAME(...)` and `train` take a `:` and an indented body"
+    elif tok.type == "LPAR":  # Keras habits: conv 32 (3,3) relu, stride=(2,2)
+        hint = _keras_hint(lines, line)
     return Diagnostic(ERROR, "syntax", message, span, [], hint), blank
+
+
+def _keras_hint(lines: list[str], line: int) -> str | None:
+    """The line respelt the cnnc way, when what broke it is a Keras habit (see keras_habits)."""
+    from .keras_habits import statement_hint
+
+    return statement_hint(lines[line - 1]) if 1 <= line <= len(lines) else None
 
 
 def _blank_lines(source: str, lines: range, keep_indent: bool) -> str:
