@@ -79,6 +79,10 @@ class Model:
         return Path(self.file).stem if self.file not in ("<input>", "<stdin>") else "model"
 
     def summary(self):
+        """What `cnnc summary` prints, as data: `.rows` (one per layer: name, op, output_shape,
+        params, trainable, macs, receptive_field, line), `.total_params` (as Keras' "Total
+        params"), `.trainable_params`, `.macs`, `.to_json()`. Raises CompileError if the
+        program has errors."""
         from .analysis.summary import summarize
 
         self.raise_for_errors()
@@ -93,7 +97,11 @@ class Model:
         return self.graph[self.graph.output].shape
 
     def to_backend(self, name: str = "numpy", **options):
-        """The model lowered to a backend (`numpy`, `torch` or a plugin's), ready to run."""
+        """The model lowered to a backend (`numpy`, `torch` or a plugin's), ready to run: a
+        Session with `predict`, `get_weights`, `set_weights` (cnnc.backends.base.Session).
+
+        `seed=0` picks the initial weights (the same arrays on every backend); the torch backend
+        also takes `device` ("auto", "cpu", "cuda"), `channels_last` and `compile`."""
         from .backends import get_backend
 
         self.raise_for_errors()

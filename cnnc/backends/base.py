@@ -108,15 +108,26 @@ class Session(ABC):
 
     @abstractmethod
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """The model's outputs (after its final activation) for NHWC images, as NumPy."""
+        """The model's outputs (after its final activation: probabilities after a softmax) for
+        images, as a float32 NumPy array of shape (N, *model.output_shape).
+
+        `x` is (N, H, W, C) float32 (height x width x channels, as Keras), or (N, F) for a flat
+        input, with pixels scaled as cnnc's data sets scale them: 0..255 bytes divided by 255,
+        into [0, 1] (`images.astype(np.float32) / 255`). Runs in inference mode: dropout off,
+        batch norm on its running statistics; `batch_size` images at a time."""
 
     @abstractmethod
     def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers as float32 NumPy arrays keyed "layer.param"."""
+        """Parameters and buffers as float32 NumPy arrays keyed "layer.param" (`conv_1.weight`,
+        `batchnorm_1.running_mean`), in PyTorch's layouts (conv (out, in, kh, kw), dense
+        (out, in)): the keys and shapes of the .safetensors files `cnnc train` writes."""
 
     @abstractmethod
     def set_weights(self, tensors: dict[str, np.ndarray], source: str = "weights") -> None:
-        """Load weights; refuse (CnncError code=weights) any that do not fit."""
+        """Load weights keyed and shaped as `get_weights` gives them (for example
+        `safetensors.numpy.load_file("best.safetensors")`). Every key must be there with its
+        shape: missing, unexpected or misshapen arrays are refused with a CnncError
+        (code "weights") that lists them, naming `source`, and nothing is loaded."""
 
     @abstractmethod
     def get_optimizer_state(self) -> dict[str, np.ndarray]:

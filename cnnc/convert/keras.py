@@ -922,7 +922,8 @@ class _Reader:
         if not isinstance(item, KLayer):
             raise _Unsupported(site, f"`{self.segment(site, 40)}` is not a Keras layer that "
                                "cnnc convert knows")
-        model.layers.append((item, site))
+        # quote the layer's construction, also when the list or add() names a variable
+        model.layers.append((item, site if isinstance(site, ast.Call) else item.call))
 
     def model_method(self, model: KModel, method: str, node: ast.Call, env: dict):
         if method == "add":
@@ -1571,6 +1572,9 @@ class _Emitter:
             return [f"leaky_relu {_num(slope)}"]
         if cls == "ELU":
             alpha = layer.get("alpha")
+            if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
+                raise _Unsupported(layer.at("alpha"), "ELU's alpha is not a number >= 0 "
+                                   "written in the code")
             return ["elu" if alpha == 1 else f"elu {_num(alpha)}"]
         if cls == "Softmax":
             if layer.get("axis") not in (-1,):
@@ -1697,12 +1701,18 @@ class _Emitter:
             parts.append(f"lr={_num(lr)}")
         if key == "sgd":
             momentum = args.get("momentum", 0.0)
-            if isinstance(momentum, (int, float)) and momentum:
+            if not isinstance(momentum, (int, float)) or isinstance(momentum, bool):
+                r.warn(node, "the momentum is not a number written in the code: not translated")
+                momentum = 0.0
+            elif momentum:
                 parts.append(f"momentum={_num(momentum)}")
             if args.get("nesterov") is True:
                 parts.append("nesterov=true")
             wd = args.get("weight_decay")
-            if wd and not momentum:
+            if wd is not None and not isinstance(wd, (int, float)):
+                r.warn(node, "the weight decay is not a number written in the code: not "
+                       "translated")
+            elif wd and not momentum:
                 parts.append(f"weight_decay={_num(wd)}")
             elif wd:
                 r.warn(node, "SGD's weight_decay with momentum is not translated: Keras decays "
