@@ -190,6 +190,60 @@ if __name__ == "__main__":
     main()
 """
 
+# keras.io's MNIST convnet layout: constants, load_data, fit with every setting.
+CONVNET = """
+import numpy as np
+import keras
+from keras import layers
+
+num_classes = 10
+input_shape = (28, 28, 1)
+(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+x_train = np.expand_dims(x_train.astype("float32") / 255, -1)
+
+model = keras.Sequential(
+    [
+        keras.Input(shape=input_shape),
+        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+        layers.MaxPooling2D(pool_size=(2, 2)),
+        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+        layers.MaxPooling2D(pool_size=(2, 2)),
+        layers.Flatten(),
+        layers.Dropout(0.5),
+        layers.Dense(num_classes, activation="softmax"),
+    ]
+)
+batch_size = 128
+epochs = 15
+model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_split=0.1)
+"""
+
+# A VGG-like functional model from a block function called in an enumerate() loop.
+FUNCTIONAL_BLOCKS = """
+import tensorflow as tf
+from tensorflow.keras import layers, Model, Input
+
+def conv_block(x, filters, name):
+    for j in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv{j}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{j}")(x)
+        x = layers.Activation("relu", name=f"{name}_act{j}")(x)
+    return layers.MaxPooling2D(name=f"{name}_pool")(x)
+
+def build(input_shape=(32, 32, 3), n=10):
+    inp = Input(shape=input_shape, name="image")
+    x = inp
+    for i, f in enumerate([32, 64, 128]):
+        x = conv_block(x, f, f"block{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="pooled")(x)
+    x = layers.Dropout(0.3, name="drop")(x)
+    out = layers.Dense(n, activation="softmax", name="out")(x)
+    return Model(inp, out, name="vggish")
+
+model = build()
+"""
+
 KERAS_MODELS = {
     "tutorial_add": (TUTORIAL_ADD, 1_387_594),
     "tutorial_list": (TUTORIAL_LIST, 421_642),
@@ -199,6 +253,8 @@ KERAS_MODELS = {
     "functional_residual": (FUNCTIONAL_RESIDUAL, None),
     "functional_in_function": (FUNCTIONAL_IN_FUNCTION, None),
     "rescaled": (RESCALED, None),
+    "convnet": (CONVNET, 34_826),  # keras.io's figure for this model
+    "functional_blocks": (FUNCTIONAL_BLOCKS, None),
 }
 
 
@@ -370,7 +426,7 @@ def build_with_keras(source: str, keras):
               .replace("import tensorflow as tf", ""))
     kept = []
     for line in source.splitlines():
-        if line.strip().startswith(("model.fit(", "(x_train, y_train)")):
+        if line.strip().startswith(("model.fit(", "(x_train, y_train)", "x_train = ")):
             continue
         kept.append(line)
     tf = types.SimpleNamespace(keras=keras, nn=keras.activations)

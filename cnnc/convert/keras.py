@@ -413,18 +413,29 @@ class _Reader:
             return self._result(None)
         self.module_env: dict = {}
         self.exec_block(tree.body, self.module_env)
-        # Functions nobody called still build models (a file that only defines build_model()):
-        # run them with their defaults.
-        for fn in list(self.functions.values()):
-            if not fn.called:
-                self.call_function(fn, [], {}, fn.node)
+        # A file that only defines build_model() and never calls it: run the functions that
+        # nobody called and that need no arguments (all have defaults).
+        if not self.models:
+            for fn in list(self.functions.values()):
+                spec = fn.node.args
+                needs = len(spec.posonlyargs) + len(spec.args) - len(spec.defaults) \
+                    + sum(d is None for d in spec.kw_defaults)
+                if not fn.called and not needs:
+                    self.call_function(fn, [], {}, fn.node)
         chosen = self.choose(wanted, tree)
         if chosen is None:
             return self._result(None)
         return self.translate(chosen)
 
     def _result(self, text, layers=(), model=None) -> Conversion:
-        self.diagnostics.sort(key=lambda d: (d.span.line, d.span.column))
+        # code run several times (a function called in a loop) says each thing once
+        seen, unique = set(), []
+        for d in self.diagnostics:
+            key = (d.severity, d.code, d.message, d.span)
+            if key not in seen:
+                seen.add(key)
+                unique.append(d)
+        self.diagnostics = sorted(unique, key=lambda d: (d.span.line, d.span.column))
         return Conversion(self.file, self.source, text, self.diagnostics, list(layers), model)
 
     def choose(self, wanted: str | None, tree: ast.Module) -> KModel | None:
@@ -559,8 +570,9 @@ class _Reader:
             if isinstance(sub, ast.Call):
                 name = (self.dotted(sub.func) or "").split(".")[-1]
                 name = self.aliases.get(name, name)
-                if (name in SIGNATURES or name in ALIASES or name in ("add", "Sequential", "Model",
-                                                                      "Input", "compile", "fit")):
+                if (name in SIGNATURES or name in ALIASES or name in self.functions
+                        or isinstance(sub.func, ast.Call)
+                        or name in ("add", "Sequential", "Model", "Input", "compile", "fit")):
                     raise _Unsupported(stmt, f"the model is built in {what}",
                                        hint="write the layers out (cnnc convert reads "
                                             "straight-line code, constant loops and "
@@ -762,6 +774,17 @@ class _Reader:
             values = [self.constant(a, env) for a in node.args]
             if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 return range(*values)
+        if name in ("enumerate", "zip", "reversed", "list", "tuple") and node.args \
+                and not node.keywords:
+            values = [self.constant(a, env) for a in node.args]
+            if all(isinstance(v, (list, tuple, range)) for v in values):
+                if name == "enumerate" and len(values) == 1:
+                    return list(enumerate(values[0]))
+                if name == "zip":
+                    return list(zip(*values))
+                if len(values) == 1:
+                    return list(reversed(values[0])) if name == "reversed" else \
+                        (list if name == "list" else tuple)(values[0])
         if name in ("len",) and node.args:
             v = self.constant(node.args[0], env)
             if isinstance(v, (list, tuple, str)):
