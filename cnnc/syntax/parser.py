@@ -382,8 +382,9 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
             hint = "names are made of ASCII letters, digits, `_` and `-`"
         elif ch in "\"'":
             hint = "a string opens and closes with the same quote on one line"
-        if ch in ".[]":  # Keras habits: tf.nn.relu, [28, 28, 1]
-            hint = _keras_hint(lines, err.line) or hint
+        respelt = _keras_hint(lines, err.line) if ch in ".[]" else None
+        if respelt:  # Keras habits: tf.nn.relu, [28, 28, 1]
+            hint = f"cnnc has no brackets: {respelt}" if ch in "[]" else respelt
         return (Diagnostic(ERROR, "syntax", f"unexpected character `{shown}`", span, [], hint),
                 range(err.line, err.line + 1))
     assert isinstance(err, UnexpectedToken)
