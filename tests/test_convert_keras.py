@@ -308,6 +308,18 @@ def test_train_section_from_compile_fit_and_load_data():
     assert c.model.train_config.batch_size == 128
 
 
+def test_preprocessing_layers():
+    c = convert(RESCALED)
+    assert c.ok and not c.diagnostics, rendered(c)
+    assert "# line 10: layers.Rescaling(1.0 / 255) (cnnc's data are already scaled" in c.text
+    assert c.model.train_config.flip  # RandomFlip("horizontal") is the train: section's flip
+    c = convert(RESCALED.replace('RandomFlip("horizontal")', 'RandomFlip()'))
+    assert c.ok and "flip" not in c.text.split("train:")[1]
+    assert [d.severity for d in c.diagnostics] == [WARNING]  # flips both ways: not translated
+    c = convert(RESCALED.replace("1.0 / 255", "1.0 / 127.5, offset=-1"))
+    assert not c.ok and "Rescaling(1.0 / 127.5, offset=-1)" in c.diagnostics[0].message
+
+
 def test_batchnorm_takes_keras_epsilon_and_momentum_in_cnnc_convention():
     c = convert(SEQUENTIAL_ALL)
     assert c.ok, rendered(c)

@@ -713,6 +713,11 @@ class _Reader:
             for a in node.args:
                 self.eval(a, env)
             values, nodes = {}, {}
+            if name == "RandomFlip":  # its mode: the one argument that may be translated
+                given = node.args[0] if node.args else next(
+                    (k.value for k in node.keywords if k.arg == "mode"), None)
+                values["mode"] = self.eval(given, env) if given is not None \
+                    else "horizontal_and_vertical"
             for k in node.keywords:
                 if k.arg in _BASE_KWARGS:
                     values[k.arg], nodes[k.arg] = self.eval(k.value, env), k.value
@@ -1224,7 +1229,7 @@ class _Emitter:
         self.layer_maps: list[LayerMap] = []
         self.names: set[str] = set()
         self.train: list[tuple[str, str, ast.AST | None]] = []
-        self.extra: list[str] = []  # comment lines after the layers
+        self.flip: ast.AST | None = None  # a RandomFlip("horizontal"), for `flip`
 
     # -- names --
 
@@ -1328,10 +1333,15 @@ class _Emitter:
                                        "cnnc equivalent: cnnc feeds every model pixels scaled "
                                        "to [0, 1], as Rescaling(1/255) does")
                 why = "cnnc's data are already scaled to [0, 1]"
+            elif layer.written == "RandomFlip" and layer.args.get("mode") == "horizontal":
+                # the same augmentation as the train: section's `flip`
+                self.flip = layer.call
+                why = "the train: section's `flip`"
             else:
                 self.r.warn(layer.call, f"`{layer.written}` is not translated: it augments the "
                             "training images and does nothing at inference",
-                            hint="cnnc trains without augmentation")
+                            hint="the train: section has `flip` (RandomFlip('horizontal')), "
+                                 "`shift` and `erase` (docs/training.md)")
                 why = "augmentation, not translated"
             users = [n for n in nodes if e in n.inputs]
             if e is output or not users:
@@ -1684,6 +1694,9 @@ class _Emitter:
                 if key in args and args[key][0] is not None:
                     r.warn(args[key][1], f"fit's {key}= is not translated: the `train:` "
                            "section has no such setting")
+        if self.flip is not None:
+            out.append(("flip", f"line {self.flip.lineno}: {r.segment(self.flip, 50)}",
+                        self.flip))
         if r.seed is not None:
             seed, node = r.seed
             out.append((f"seed {seed}", f"line {node.lineno}: {r.segment(node, 50)}", node))
