@@ -215,12 +215,15 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
         i += 1
     by_name = {a.name: a for a in options}
     by_name.update({alias: a for a in options for alias in a.aliases if alias not in by_name})
-    from ..syntax.keras_habits import OPTIONS, POSITIONAL
-
     extra = len(args) - len(written)  # positional values no argument took
     for o in opts:
         arg = by_name.get(o.key)
-        keras_pos = next((a for a in positional if a.name == POSITIONAL.get(o.key)), None)
+        keras_pos = keras_option = None
+        if arg is None:  # perhaps a Keras habit (kernel_size=3, strides=2)
+            from ..syntax.keras_habits import OPTIONS, POSITIONAL
+
+            keras_pos = next((a for a in positional if a.name == POSITIONAL.get(o.key)), None)
+            keras_option = OPTIONS.get(o.key)
         if arg is None and keras_pos is not None and keras_pos.name not in written:
             # `kernel_size=3`: Keras' keyword for what cnnc takes positionally
             value = _unquoted(keras_pos, o.value) or o.value
@@ -231,9 +234,9 @@ def bind(what: str, positional: tuple[Arg, ...], options: tuple[Arg, ...],
                              f"{keras_pos.name} positionally: `{o.key}=` is Keras' name for it",
                              _HABIT))
             continue
-        if arg is None and OPTIONS.get(o.key) in by_name:
+        if arg is None and keras_option in by_name:
             problems.append((o.key_span, "unknown-option", f"`{what}` has no option `{o.key}`: "
-                             f"Keras' `{o.key}=` is `{OPTIONS[o.key]}=` in cnnc", _HABIT))
+                             f"Keras' `{o.key}=` is `{keras_option}=` in cnnc", _HABIT))
             continue
         if arg is None:
             known = [a.name for a in options]
