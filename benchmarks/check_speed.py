@@ -2,19 +2,26 @@
 
     python3 benchmarks/check_speed.py            # 7 runs of each command, the median reported
     python3 benchmarks/check_speed.py --runs 15 --layers 20000 --json
+    # as a user gets it: cnnc installed (not editable) in a fresh venv, beside another install
+    /tmp/new/bin/python benchmarks/check_speed.py --installed --baseline-python /tmp/old/bin/python
 
 Each command is run as a fresh process (`python -m cnnc ...`), so start-up and imports count,
-and compared with a bare `python -c pass`. The commands are interleaved run by run, so a
-machine that slows down part-way slows every row alike. A second, untimed run of each command
-through `cnnc.cli.main` records which heavy modules it imported.
+and compared with a bare `python -c pass`. By default cnnc runs from this source tree; with
+--installed, from the package installed in the interpreter running the benchmark (run from an
+empty folder, so the source tree is not on the path). --baseline-python adds the same commands
+run by another interpreter's installed cnnc (an older version, say): ratios measured side by
+side. The commands are interleaved run by run, so a machine that slows down part-way slows
+every row alike. A second, untimed run of each command through `cnnc.cli.main` records which
+heavy modules it imported.
 
 Next to the wall time it prints the CPU time (user + sys) of each run, which a busy machine
 inflates far less: when the two disagree, other work was competing for the processors.
 
 The goals (from the design: checking must feel instant, and must never pay for a backend):
-- `cnnc check` on an example adds at most 0.15 s to bare Python;
-- `cnnc check` on a generated 10,000-layer model adds at most 1.5 s;
-- neither `check` nor `summary` imports torch.
+- `cnnc check` on an example adds at most 0.06 s to bare Python;
+- `cnnc check` on a generated 10,000-layer model adds at most 1.5 s, and with a baseline,
+  takes no longer than the baseline's (within 5%: the spread of repeated runs);
+- neither `check` nor `summary` imports torch (nor lark, whose tables cnnc carries).
 Exit status 0; with --strict, 1 when a goal is missed.
 """
 
@@ -33,8 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "examples/design.cnn"
 WATCHED = ("torch", "numpy", "networkx", "lark", "rich")
-GOAL_CHECK_EXAMPLE = 0.15  # seconds over bare Python
+GOAL_CHECK_EXAMPLE = 0.06  # seconds over bare Python
 GOAL_CHECK_LARGE = 1.5
+GOAL_LARGE_VS_BASELINE = 1.05  # at most this ratio to the baseline's time on the large model
 
 # Runs the CLI's main in this process, then writes which watched modules it imported to the
 # file named by $CNNC_BENCH_MODULES (not to stdout or stderr, which the command uses).
@@ -66,14 +74,20 @@ def large_model(layers: int) -> str:
 
 
 KEEP_PYC_SETTING = False  # set by --no-pyc
+INSTALLED = False  # set by --installed
+CWD = ROOT  # where commands run: an empty folder with --installed
 
 
-def env() -> dict:
+def env(installed: bool | None = None) -> dict:
     e = dict(os.environ)
     if not KEEP_PYC_SETTING:
         # Measure what an installed cnnc costs: with byte-code caches (the warm-up writes them).
         e.pop("PYTHONDONTWRITEBYTECODE", None)
-    e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    if not (INSTALLED if installed is None else installed):
+        e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH")
+                                       else "")
+    else:
+        e.pop("PYTHONPATH", None)
     e["NO_COLOR"] = "1"
     return e
 
@@ -88,11 +102,11 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def time_once(argv: list[str]) -> tuple[float, float]:
+def time_once(argv: list[str], installed: bool | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one run of argv as a fresh process."""
     cpu0 = _children_cpu()
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.run(argv, cwd=CWD, env=env(installed), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - start
     cpu = _children_cpu() - cpu0
@@ -102,12 +116,12 @@ def time_once(argv: list[str]) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def imported_modules(cli_args: list[str]) -> dict:
+def imported_modules(py: str, cli_args: list[str], installed: bool | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "modules.json"
-        e = env()
+        e = env(installed)
         e["CNNC_BENCH_MODULES"] = str(out)
-        subprocess.run([sys.executable, "-c", _PROBE, *cli_args], cwd=ROOT, env=e,
+        subprocess.run([py, "-c", _PROBE, *cli_args], cwd=CWD, env=e,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
         return json.loads(out.read_text())
 
@@ -122,39 +136,55 @@ def main() -> int:
     parser.add_argument("--no-pyc", action="store_true",
                         help="keep $PYTHONDONTWRITEBYTECODE if set (by default it is dropped, so "
                              "cnnc's modules load from byte-code caches as when installed)")
+    parser.add_argument("--installed", action="store_true",
+                        help="time the cnnc installed in this interpreter, not this source tree")
+    parser.add_argument("--baseline-python", metavar="PYTHON",
+                        help="also time the cnnc installed in this interpreter (another venv)")
     args = parser.parse_args()
-    global KEEP_PYC_SETTING
+    global KEEP_PYC_SETTING, INSTALLED, CWD
     KEEP_PYC_SETTING = args.no_pyc
+    INSTALLED = args.installed
 
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
+        if args.installed or args.baseline_python:
+            CWD = Path(tmp) / "empty"  # the source tree must not shadow an installed cnnc
+            CWD.mkdir()
+        example = str(ROOT / EXAMPLE)
         big = Path(tmp) / f"chain_{args.layers}.cnn"
         big.write_text(large_model(args.layers))
-        rows = [  # (label, argv, cli args for the import probe or None)
-            ("python -c pass", [py, "-c", "pass"], None),
-            (f"cnnc check {EXAMPLE}", [py, "-m", "cnnc", "check", EXAMPLE],
-             ["check", EXAMPLE]),
-            (f"cnnc check <{args.layers:,} layers>", [py, "-m", "cnnc", "check", str(big)],
-             ["check", str(big)]),
-            (f"cnnc summary {EXAMPLE}", [py, "-m", "cnnc", "summary", EXAMPLE],
-             ["summary", EXAMPLE]),
-        ]
-        for _, argv, _ in rows:  # warm-up: byte-code caches and the file system
-            time_once(argv)
+        # (label, argv, cli args for the import probe or None, runs the installed cnnc)
+        rows = [("python -c pass", [py, "-c", "pass"], None, None)]
+        pythons = [("", py, None)]
+        if args.baseline_python:
+            pythons.append(("baseline ", args.baseline_python, True))
+        for tag, exe, installed in pythons:
+            rows += [
+                (f"{tag}cnnc check {EXAMPLE}", [exe, "-m", "cnnc", "check", example],
+                 ["check", example], installed),
+                (f"{tag}cnnc check <{args.layers:,} layers>",
+                 [exe, "-m", "cnnc", "check", str(big)], ["check", str(big)], installed),
+                (f"{tag}cnnc summary {EXAMPLE}", [exe, "-m", "cnnc", "summary", example],
+                 ["summary", example], installed),
+            ]
+        for _, argv, _, installed in rows:  # warm-up: byte-code caches and the file system
+            time_once(argv, installed)
         times: list[list[float]] = [[] for _ in rows]
         cpus: list[list[float]] = [[] for _ in rows]
         for _ in range(args.runs):
-            for i, (_, argv, _) in enumerate(rows):
-                wall, cpu = time_once(argv)
+            for i, (_, argv, _, installed) in enumerate(rows):
+                wall, cpu = time_once(argv, installed)
                 times[i].append(wall)
                 cpus[i].append(cpu)
-        modules = [imported_modules(cli) if cli else None for _, _, cli in rows]
+        modules = [imported_modules(argv[0], cli, installed) if cli else None
+                   for _, argv, cli, installed in rows]
 
     medians = [statistics.median(t) for t in times]
     cpu_medians = [statistics.median(c) for c in cpus]
     base, cpu_base = medians[0], cpu_medians[0]
     results = []
-    for (label, _, _), med, t, cpu, mods in zip(rows, medians, times, cpu_medians, modules):
+    for (label, _, _, _), med, t, cpu, mods in zip(rows, medians, times, cpu_medians,
+                                                    modules):
         results.append({"command": label, "median_s": med, "min_s": min(t), "max_s": max(t),
                         "added_s": med - base, "cpu_s": cpu, "cpu_added_s": cpu - cpu_base,
                         "imported": mods})
@@ -166,8 +196,14 @@ def main() -> int:
         (f"check on {args.layers:,} layers adds <= {GOAL_CHECK_LARGE} s", added[rows[2][0]],
          added[rows[2][0]] <= GOAL_CHECK_LARGE),
         ("torch never imported by check or summary", None,
-         not any(r["imported"]["torch"] for r in results if r["imported"])),
+         not any(r["imported"]["torch"] for r in results[:4] if r["imported"])),
+        ("lark never imported by check or summary", None,
+         not any(r["imported"]["lark"] for r in results[:4] if r["imported"])),
     ]
+    if args.baseline_python:
+        ratio = medians[2] / medians[5]
+        goals.append((f"check on {args.layers:,} layers takes <= {GOAL_LARGE_VS_BASELINE}x "
+                      f"the baseline's time (ratio)", ratio, ratio <= GOAL_LARGE_VS_BASELINE))
 
     if args.json:
         print(json.dumps({"python": sys.version.split()[0], "runs": args.runs,
@@ -177,8 +213,11 @@ def main() -> int:
     else:
         pyc = "off ($PYTHONDONTWRITEBYTECODE kept)" if args.no_pyc and \
             os.environ.get("PYTHONDONTWRITEBYTECODE") else "on"
+        where = f"cnnc installed in {sys.prefix}" if args.installed else f"cnnc from {ROOT}"
+        if args.baseline_python:
+            where += f"; baseline: cnnc installed for {args.baseline_python}"
         print(f"Python {sys.version.split()[0]}, {args.runs} runs each, median wall time of "
-              f"the whole process; byte-code caches {pyc}\n")
+              f"the whole process; byte-code caches {pyc}\n{where}\n")
         width = max(len(r["command"]) for r in results)
         print(f"{'command':<{width}}  {'median':>8}  {'min':>7}  {'max':>7}  {'added':>8}  "
               f"{'cpu':>7}  {'cpu+':>8}  imported")
@@ -194,7 +233,8 @@ def main() -> int:
               "Python's. The goals use the wall time.")
         print("\nGoals:")
         for goal, value, ok in goals:
-            measured = f" (measured {value:+.3f} s)" if value is not None else ""
+            measured = "" if value is None else f" (measured {value:.2f})" if "ratio" in goal \
+                else f" (measured {value:+.3f} s)"
             print(f"  [{'met' if ok else 'MISSED'}] {goal}{measured}")
     missed = not all(ok for _, _, ok in goals)
     return 1 if (missed and args.strict) else 0

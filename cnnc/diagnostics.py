@@ -8,18 +8,20 @@ a hint) or into the JSON that other tools read. Nothing else in cnnc formats an 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from typing import Iterable
+from collections import namedtuple
+from collections.abc import Iterable
 
 ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class Span:
-    """A half-open region of a source file, 1-based lines and columns (end_column is exclusive)."""
+class Span(namedtuple("Span", "file line column end_line end_column")):
+    """A half-open region of a source file, 1-based lines and columns (end_column is exclusive).
 
+    Immutable, and a named tuple rather than a dataclass: the parser makes one for every word of
+    a model, and a tuple is the cheapest immutable object to make (and to import)."""
+
+    __slots__ = ()
     file: str
     line: int
     column: int
@@ -38,18 +40,38 @@ class Span:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-@dataclass
 class Diagnostic:
     """One problem. `span` is None for a problem that has no place in a model file (a weights
     file that does not fit, a command-line value out of range): it renders as `cnnc: error: ...`
-    and its JSON position fields are null."""
+    and its JSON position fields are null.
 
-    severity: str  # ERROR or WARNING
-    code: str  # a stable, kebab-case name: see CODES
-    message: str
-    span: Span | None
-    notes: list[str] = field(default_factory=list)
-    hint: str | None = None
+    Compared and shown field by field, as a dataclass would be (written out: importing
+    dataclasses costs `cnnc check` more than the rest of this module)."""
+
+    __slots__ = ("severity", "code", "message", "span", "notes", "hint")
+    _FIELDS = __slots__
+    __hash__ = None  # mutable: compared by value, so not hashable
+
+    def __init__(self, severity: str, code: str, message: str, span: Span | None,
+                 notes: list[str] | None = None, hint: str | None = None):
+        self.severity = severity  # ERROR or WARNING
+        self.code = code  # a stable, kebab-case name: see CODES
+        self.message = message
+        self.span = span
+        self.notes: list[str] = [] if notes is None else notes
+        self.hint = hint
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self._FIELDS)
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS)
+        return f"{type(self).__name__}({fields})"
 
     def to_json(self) -> dict:
         span = self.span
@@ -220,4 +242,6 @@ def _render_one(d: Diagnostic, sources: dict[str, str], color: bool) -> list[str
 
 def render_json(diagnostics: list[Diagnostic]) -> str:
     ok = not any(d.severity == ERROR for d in diagnostics)
+    import json
+
     return json.dumps({"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]}, indent=2)

@@ -10,7 +10,6 @@ import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .diagnostics import ERROR, CompileError, Diagnostic, Span
 
@@ -26,7 +25,8 @@ def read_source(path: str | os.PathLike) -> tuple[str, list[Diagnostic]]:
         if size > MAX_SOURCE_BYTES:
             return "", [Diagnostic(ERROR, "io", f"the file is {size:,} bytes; a model file is "
                                    f"at most {MAX_SOURCE_BYTES:,}", span, [])]
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:  # (not pathlib: importing it costs `cnnc check` ~3 ms)
+            data = f.read()
     except FileNotFoundError:
         return "", [Diagnostic(ERROR, "io", "no such file", span, [])]
     except IsADirectoryError:
@@ -76,7 +76,7 @@ class Model:
 
     @property
     def name(self) -> str:
-        return Path(self.file).stem if self.file not in ("<input>", "<stdin>") else "model"
+        return os.path.splitext(os.path.basename(self.file))[0] if self.file not in ("<input>", "<stdin>") else "model"
 
     def summary(self):
         """What `cnnc summary` prints, as data: `.rows` (one per layer: name, op, output_shape,

@@ -1,22 +1,22 @@
 """The abstract syntax tree: what the text says, with a source span on every node.
 
-Frozen dataclasses in the manner of lark's create_ast example. Nothing here knows what `conv`
-means: that is the op schemas' job (cnnc/ops/), applied by the builder (cnnc/ir/build.py).
+Immutable records with named fields (named tuples: a 10,000-layer model makes some 100,000
+nodes, and these are the cheapest immutable objects Python builds). Nothing here knows what
+`conv` means: that is the op schemas' job (cnnc/ops/), applied by the builder (cnnc/ir/build.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
+from collections import namedtuple
 
 from ..diagnostics import Span
 
 
-@dataclass(frozen=True)
-class Value:
+class Value(namedtuple("Value", "kind value text span")):
     """A literal argument. kind is one of: int, float, dims, name, string, or error for a
     malformed literal whose diagnostic the parser has already given (the statement is skipped)."""
 
+    __slots__ = ()
     kind: str
     value: object  # int | float | tuple[int, ...] | str
     text: str
@@ -27,20 +27,20 @@ class Value:
                 "string": "a string", "error": "a malformed value"}[self.kind] + f" (`{self.text}`)"
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(namedtuple("Option", "key value span key_span")):
     """key=value"""
 
+    __slots__ = ()
     key: str
     value: Value
     span: Span
     key_span: Span
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(namedtuple("Call", "head head_span args options span")):
     """`head positional... key=value...`, also written `head(args) more-args`."""
 
+    __slots__ = ()
     head: str
     head_span: Span
     args: tuple[Value, ...]
@@ -54,28 +54,29 @@ class Call:
             any(o.value.kind == "error" for o in self.options)
 
 
-@dataclass(frozen=True)
-class Assign:
+class Assign(namedtuple("Assign", "target target_span call span")):
     """`name = call`: names the call's output tensor (`skip = here` names the current one)."""
 
+    __slots__ = ()
     target: str
     target_span: Span
     call: Call
     span: Span
 
 
-Stmt = Union[Call, Assign]
+class Param(namedtuple("Param", "name default span")):
+    """A block parameter, `c` or `s=1`."""
 
-
-@dataclass(frozen=True)
-class Param:
+    __slots__ = ()
     name: str
     default: Value | None
     span: Span
 
 
-@dataclass(frozen=True)
-class BlockDef:
+class BlockDef(namedtuple("BlockDef", "name name_span params body span")):
+    """`block name(params):` and its indented body."""
+
+    __slots__ = ()
     name: str
     name_span: Span
     params: tuple[Param, ...]
@@ -83,22 +84,28 @@ class BlockDef:
     span: Span
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(namedtuple("Section", "name name_span body span")):
     """`train:` followed by an indented body of statements."""
 
+    __slots__ = ()
     name: str
     name_span: Span
     body: tuple["Item", ...]
     span: Span
 
 
-Item = Union[Call, Assign, BlockDef, Section]
+STATEMENTS = (Call, Assign, BlockDef, Section)  # what a program or a body holds
 
 
-@dataclass
 class Program:
-    file: str
-    source: str
-    items: list[Item] = field(default_factory=list)
-    parsed: bool = False  # False when syntax errors left no tree to build from
+    """A parsed file: its statements, or parsed=False when syntax errors left no tree."""
+
+    def __init__(self, file: str, source: str, items: list | None = None,
+                 parsed: bool = False):
+        self.file = file
+        self.source = source
+        self.items: list = items if items is not None else []
+        self.parsed = parsed
+
+    def __repr__(self) -> str:
+        return f"Program(file={self.file!r}, {len(self.items)} items, parsed={self.parsed})"

@@ -1,20 +1,21 @@
-"""Text to AST: the lark LALR parser, an indentation postlexer, and syntax errors in words.
+"""Text to AST: the LALR parser, an indentation postlexer, and syntax errors in words.
 
 `parse(text, file)` returns `(Program, diagnostics)`. It never raises for bad input: every
 problem, down to a stray byte, becomes a Diagnostic with a span.
+
+The grammar is grammar/cnn.lark; lark turns it into the tables in tables.py ahead of time
+(cnnc/syntax/generate.py), and lalr.py runs them, so parsing imports no lark. Each parse has its
+own builder and postlexer: threads may parse at once.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from pathlib import Path
-
-from lark import Lark, Token
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import ERROR, Diagnostic, Span
 from . import ast
+from .lalr import Token, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from .lalr import parse as parse_tokens
 
 # Numbers past this are not sizes of anything real, and would overflow int32 in a backend.
 MAX_INT = 2**31 - 1
@@ -31,19 +32,6 @@ MAX_TOKENS = 50_000
 # stack at the command line, so that the same files get the same diagnostics.
 MAX_NESTING = 488
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def grammar_text() -> str:
-    """The grammar shipped in the package; in a source checkout, the repository's grammar/."""
-    package = Path(__file__).resolve().parents[1]
-    for path in (package / "grammar" / "cnn.lark", package.parent / "grammar" / "cnn.lark"):
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    # Only a package inside a zip file gets here; importlib.resources is left till then, since
-    # importing it costs more than parsing a model.
-    from importlib import resources
-
-    return resources.files("cnnc").joinpath("grammar", "cnn.lark").read_text(encoding="utf-8")
 
 
 class _IndentError(Exception):
@@ -68,10 +56,7 @@ class _Indenter:
         self.indent_level = [0]
         self.too_deep: Token | None = None  # the first body nested past MAX_NESTING
 
-    def process(self, stream):
-        self.open_parens = []
-        self.indent_level = [0]
-        self.too_deep = None
+    def __call__(self, stream):
         for token in stream:
             if token.type == "_NL":
                 yield from self._handle_nl(token)
@@ -89,7 +74,7 @@ class _Indenter:
         if self.open_parens:
             return  # newlines inside parentheses continue the line
         yield token
-        indent_str = token.rsplit("\n", 1)[1]
+        indent_str = token.value.rsplit("\n", 1)[1]
         indent = indent_str.count(" ") + indent_str.count("\t") * self.tab_len
         if indent > self.indent_level[-1]:
             self.indent_level.append(indent)
@@ -109,70 +94,6 @@ class _Indenter:
                 self.indent_level.pop()
                 yield Token.new_borrow_pos("_DEDENT", indent_str, token)
 
-    # lark asks the postlexer for this
-    def __call__(self, stream):
-        return self.process(stream)
-
-
-def _cache_file(grammar: str, options: dict) -> str | None:
-    """Where the built LALR tables are cached: the user's own cache folder, never a shared one.
-
-    Building the tables takes tens of milliseconds, a large part of `cnnc check`'s start-up.
-    The file name carries a hash of the grammar, the options and lark's version, so a stale
-    cache is never read (nor overwritten by a cnnc built with other options); if the folder
-    cannot be written, cnnc builds the tables every time instead. (lark serialises the tables
-    with pickle, which is why the cache lives only in the user's own folder and never in a
-    shared temporary one.)
-    """
-    import hashlib
-    import os
-
-    import lark
-
-    if os.environ.get("CNNC_NO_GRAMMAR_CACHE"):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "cnnc")
-    # The options that are plain values; the postlexer and transformer are code, not tables.
-    shape = sorted((k, v) for k, v in options.items() if isinstance(v, (str, bool)))
-    digest = hashlib.sha256((grammar + repr(shape) + lark.__version__).encode()).hexdigest()[:16]
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:
-        return None
-    if not os.access(folder, os.W_OK):
-        return None
-    return os.path.join(folder, f"grammar-{digest}.lark-cache")
-
-
-_per_thread = threading.local()
-
-
-def _lark() -> Lark:
-    """This thread's parser. The postlexer and the AST builder hold the state of the parse in
-    progress (its file, its open parentheses), so one parser serves one thread at a time: each
-    thread builds its own, once, from the cached tables."""
-    parser = getattr(_per_thread, "parser", None)
-    if parser is None:
-        parser = _per_thread.parser = _build_lark()
-    return parser
-
-
-def _build_lark() -> Lark:
-    grammar = grammar_text()
-    # The AST is built while parsing (transformer=), never as a lark tree first: that halves the
-    # time a long model takes. keep_all_tokens lets _AstBuilder see the tokens lark would drop
-    # (`block`, `=`, the newline or dedent that ends a body), because the spans reach them.
-    options = dict(parser="lalr", lexer="contextual", postlex=_Indenter(),
-                   transformer=_AstBuilder(), keep_all_tokens=True, maybe_placeholders=True)
-    cache = _cache_file(grammar, options)
-    if cache is not None:
-        try:
-            return Lark(grammar, cache=cache, **options)
-        except Exception:  # an unreadable or foreign cache file: build without it
-            pass
-    return Lark(grammar, **options)
-
 
 # ---------------------------------------------------------------------------------------------
 # Tokens to AST
@@ -181,7 +102,7 @@ def _build_lark() -> Lark:
 _INT = re.compile(r"-?[0-9]+")
 _DIMS = re.compile(r"[0-9]+(?:x[0-9]+)+")
 _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?")
-_STMT = (ast.Call, ast.Assign, ast.BlockDef, ast.Section)
+_STMT = ast.STATEMENTS
 
 
 def _start(x) -> tuple[int, int]:
@@ -198,23 +119,19 @@ def _end(x) -> tuple[int, int]:
 
 
 class _AstBuilder:
-    """lark calls one method per rule as the LALR parser reduces it, children first.
+    """The parser calls one method per rule as it reduces it, children first.
 
-    Children are every token of the rule (keep_all_tokens), the nodes built for its sub-rules,
-    and None for an optional part that is absent. A node's span runs from its first child to its
-    last, tokens lark would otherwise drop included (as lark's propagate_positions computes it).
-    Rules with no method here (`_stmts`, `_body`, ...) become lark Trees, which lark splices into
-    the rule that uses them.
+    Children are every token of the rule (`=` and `;` included), the nodes built for its
+    sub-rules, and None for an optional part that is absent. A node's span runs from its first
+    child to its last (as lark's propagate_positions computes it). Rules with no method here
+    (`_stmts`, `_body`, ...) are spliced into the rule that uses them.
 
-    One instance serves every parse of its thread's parser; `reset` points it at the next one. Value
-    errors go to a list of their own, kept only if the whole text parses: a parse that fails is
-    retried with the faulty line blanked, and would report them again.
+    One instance per parse. Value errors go to a list of their own, kept only if the whole text
+    parses: a parse that fails is retried with the faulty line blanked, and would report them
+    again.
     """
 
-    def __init__(self):
-        self.reset("<input>")
-
-    def reset(self, file: str) -> None:
+    def __init__(self, file: str):
         self.file = file
         self.diagnostics: list[Diagnostic] = []
 
@@ -238,15 +155,15 @@ class _AstBuilder:
     # values ----------------------------------------------------------------------------------
     def name(self, children):
         (tok,) = children
-        return ast.Value("name", str(tok), str(tok), self._token_span(tok))
+        return ast.Value("name", tok.value, tok.value, self._token_span(tok))
 
     def string(self, children):
         (tok,) = children
-        return ast.Value("string", str(tok)[1:-1], str(tok), self._token_span(tok))
+        return ast.Value("string", tok.value[1:-1], tok.value, self._token_span(tok))
 
     def number(self, children):
         (tok,) = children
-        text = str(tok)
+        text = tok.value
         span = self._token_span(tok)
         bad = ast.Value("error", None, text, span)  # reported here; the builder skips its statement
         if _INT.fullmatch(text):
@@ -278,36 +195,36 @@ class _AstBuilder:
     # statements ------------------------------------------------------------------------------
     def option(self, children):  # NAME "=" value
         key, value = children[0], children[-1]
-        return ast.Option(str(key), value, self._span(key, value), self._token_span(key))
+        return ast.Option(key.value, value, self._span(key, value), self._token_span(key))
 
     def call(self, children):  # NAME [LPAR [args] RPAR] args, the args with their commas
         head = children[0]
         args = tuple(c for c in children if isinstance(c, ast.Value))
         options = tuple(c for c in children if isinstance(c, ast.Option))
-        return ast.Call(str(head), self._token_span(head), args, options,
+        return ast.Call(head.value, self._token_span(head), args, options,
                         self._rule_span(children))
 
     def assign(self, children):  # NAME "=" call
         target, call = children[0], children[-1]
-        return ast.Assign(str(target), self._token_span(target), call, self._span(target, call))
+        return ast.Assign(target.value, self._token_span(target), call, self._span(target, call))
 
     def param(self, children):  # NAME ["=" value]
         name, default = children[0], children[-1]
         if not isinstance(default, ast.Value):
             default = None
-        return ast.Param(str(name), default, self._rule_span(children))
+        return ast.Param(name.value, default, self._rule_span(children))
 
     def block_def(self, children):  # "block" NAME [LPAR [params] RPAR] ":" body
         name = children[1]
         params = tuple(c for c in children if isinstance(c, ast.Param))
         body = tuple(c for c in children if isinstance(c, _STMT))
-        return ast.BlockDef(str(name), self._token_span(name), params, body,
+        return ast.BlockDef(name.value, self._token_span(name), params, body,
                             self._rule_span(children))
 
     def section(self, children):  # NAME ":" body
         name = children[0]
         body = tuple(c for c in children if isinstance(c, _STMT))
-        return ast.Section(str(name), self._token_span(name), body, self._rule_span(children))
+        return ast.Section(name.value, self._token_span(name), body, self._rule_span(children))
 
     def start(self, children):
         return [c for c in children if isinstance(c, _STMT)]
@@ -499,12 +416,11 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
     diagnostics: list[Diagnostic] = []
     source = text if text.endswith("\n") else text + "\n"
     blanked: set[int] = set()
-    parser = _lark()
-    builder = parser.options.transformer
     while True:
+        builder = _AstBuilder(file)
+        indenter = _Indenter()
         try:
-            builder.reset(file)
-            items = parser.parse(source)
+            items = parse_tokens(source, builder, indenter)
             break
         except _IndentError as e:
             t = e.token
@@ -513,9 +429,9 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
                            "indent every line of a body by the same amount")
             lines = range(t.line, t.line + 1)
         except UnexpectedInput as e:
-            open_parens = list(parser.options.postlex.open_parens)  # where the lexer stopped
+            open_parens = list(indenter.open_parens)  # where the lexer stopped
             d, lines = _syntax_diagnostic(e, file, source, open_parens)
-        except (LarkError, RecursionError) as e:  # pragma: no cover - defensive
+        except RecursionError as e:  # pragma: no cover - defensive
             d = Diagnostic(ERROR, "syntax", f"could not parse this program ({type(e).__name__})",
                            Span.unknown(file), [])
             lines = range(0)
@@ -529,7 +445,7 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
         source = _blank_lines(source, lines, keep_indent=d.code == "syntax" and len(lines) == 1)
     if diagnostics:
         return program, diagnostics
-    deep = parser.options.postlex.too_deep
+    deep = indenter.too_deep
     if deep is not None:
         # Value errors before the too-deep body are reported, as the tree walk reported them.
         diagnostics = [d for d in builder.diagnostics
