@@ -101,7 +101,10 @@ CODES = {
     "unknown-option": "an option the layer does not take",
     "bad-value": "an argument or option has a value of the wrong type or range",
     "missing-argument": "a required argument is missing",
-    "unknown-name": "a tensor name that was never defined",
+    "unknown-name": "a tensor name that was never defined, or an unknown name or function in "
+                    "an expression",
+    "expression": "an expression that cannot be computed (division by zero, wrong arguments)",
+    "param": "a model parameter declared twice or badly, or a --set of one the model lacks",
     "duplicate-name": "a name defined twice",
     "input-missing": "the program has no input statement",
     "input-repeated": "the program has more than one input statement",

@@ -60,6 +60,7 @@ class Model:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     graph: object = None  # LayerGraph, or None when the program did not parse
     train_config: object = None  # TrainConfig, or None when the file has no `train:` section
+    params: dict = field(default_factory=dict)  # the model's parameters and the values used
 
     @property
     def ok(self) -> bool:
@@ -86,7 +87,7 @@ class Model:
         from .analysis.summary import summarize
 
         self.raise_for_errors()
-        return summarize(self.graph, self.name)
+        return summarize(self.graph, self.name, self.params)
 
     @property
     def input_shape(self) -> tuple:
@@ -129,12 +130,12 @@ def _collector_paused():
         gc.enable()
 
 
-def compile_text(text: str, file: str = "<input>") -> Model:
+def compile_text(text: str, file: str = "<input>", params: dict | None = None) -> Model:
     with _collector_paused():
-        return _compile_text(text, file)
+        return _compile_text(text, file, params)
 
 
-def _compile_text(text: str, file: str) -> Model:
+def _compile_text(text: str, file: str, params: dict | None) -> Model:
     from .ir.build import build
     from .ir.infer import infer
     from .syntax.parser import parse
@@ -142,30 +143,85 @@ def _compile_text(text: str, file: str) -> Model:
 
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write
     model = Model(file=file, source=text)
+    overrides, diagnostics = _overrides(params or {})
+    model.diagnostics.extend(diagnostics)
     program, diagnostics = parse(text, file)
     model.diagnostics.extend(diagnostics)
     if not program.parsed:
         return model
-    built = build(program)
+    built = build(program, overrides)
     model.graph = built.graph
+    model.params = built.params
     model.diagnostics.extend(built.diagnostics)
+    if built.unknown_overrides:
+        declared = ", ".join(f"`{n}`" for n in built.params) or "none"
+        for name in built.unknown_overrides:
+            model.diagnostics.append(Diagnostic(
+                ERROR, "param", f"--set {name}: the model has no parameter `{name}`", None,
+                [f"the parameters it declares: {declared}"],
+                did_you_mean_hint(name, list(built.params))))
     model.train_config, section_diags = parse_sections(built.sections, file)
     model.diagnostics.extend(section_diags)
     if built.graph.input is not None:
         model.diagnostics.extend(infer(built.graph))
-    model.diagnostics.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
+    model.diagnostics.sort(key=lambda d: (d.span is not None, d.span or ()))
     return model
 
 
-def compile_file(path: str | os.PathLike) -> Model:
+def did_you_mean_hint(name: str, names: list) -> str | None:
+    from .diagnostics import did_you_mean
+
+    return did_you_mean(name, names)
+
+
+def _overrides(params) -> tuple[dict, list[Diagnostic]]:
+    """Parameter values given from outside (`--set NAME=VALUE`, `compile(..., params=)`; a dict
+    or (name, value) pairs) as Values: numbers as they are, text parsed as the language's
+    expressions."""
+    from .syntax import ast
+    from .syntax.parser import parse_value
+
+    out, diagnostics = {}, []
+    where = Span("--set", 1, 1, 1, 1)
+    pairs = list(params.items()) if isinstance(params, dict) else list(params)
+    given: dict = {}
+    for name, value in pairs:
+        if name in given:
+            diagnostics.append(Diagnostic(ERROR, "param", f"--set {name} is given twice "
+                                          f"({given[name]}, then {value})", None, [],
+                                          "give each parameter one value"))
+            continue
+        given[name] = value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, tuple)):
+            diagnostics.append(Diagnostic(ERROR, "param", f"--set {name}: {value!r} is not a "
+                                          "number, a size or a word", None))
+            continue
+        if isinstance(value, str):
+            parsed, problem = parse_value(value)
+            if parsed is None:
+                diagnostics.append(Diagnostic(ERROR, "param", f"--set {name}={value}: "
+                                              f"{problem}", None))
+                continue
+            out[name] = parsed._replace(span=where)
+        else:
+            kind = "dims" if isinstance(value, tuple) else \
+                "int" if isinstance(value, int) else "float"
+            text = "x".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+            out[name] = ast.Value(kind, value, text, where)
+    return out, diagnostics
+
+
+def compile_file(path: str | os.PathLike, params: dict | None = None) -> Model:
     text, diagnostics = read_source(path)
     if diagnostics:
         return Model(file=str(path), source="", diagnostics=diagnostics)
-    return compile_text(text, str(path))
+    return compile_text(text, str(path), params)
 
 
-def compile(source: str | os.PathLike, *, file: str | None = None) -> Model:
-    """Compile a program given as text or as a path to a .cnn file.
+def compile(source: str | os.PathLike, *, file: str | None = None,
+            params: dict | None = None) -> Model:
+    """Compile a program given as text or as a path to a .cnn file. `params` sets the model's
+    parameters (`param width=1.0` in the file): {"width": 0.5}, or text as --set takes it.
 
     Never raises for a faulty program: look at `model.ok` and `model.diagnostics`, or call
     `model.raise_for_errors()`.
@@ -175,8 +231,8 @@ def compile(source: str | os.PathLike, *, file: str | None = None) -> Model:
     54410
     """
     if isinstance(source, os.PathLike):
-        return compile_file(source)
+        return compile_file(source, params)
     if "\n" not in source and ";" not in source and (source.endswith(".cnn")
                                                      or os.path.isfile(source)):
-        return compile_file(source)
-    return compile_text(source, file or "<input>")
+        return compile_file(source, params)
+    return compile_text(source, file or "<input>", params)

@@ -15,7 +15,10 @@ def print_summary(summary: Summary, *, color: bool = False, file=None) -> None:
     file = file or sys.stdout
     console = Console(file=file, no_color=not color, highlight=False,
                       width=None if color else 160, force_terminal=color or None)
-    table = Table(title=f"Model: {summary.model}", title_justify="left", header_style="bold")
+    title = f"Model: {summary.model}"
+    if summary.params:  # the values its parameters had (defaults or --set)
+        title += " (" + ", ".join(f"{k}={_param_text(v)}" for k, v in summary.params.items()) + ")"
+    table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("Layer", no_wrap=True)
     table.add_column("Op")
     table.add_column("Output shape", justify="right", no_wrap=True)
@@ -40,3 +43,7 @@ def print_summary(summary: Summary, *, color: bool = False, file=None) -> None:
     console.print(f" MACs per image: {human(s.macs)} ({s.macs:,})")
     console.print(f" Activation memory per image: {human_bytes(s.activation_bytes)} "
                   f"(float32, every layer's output)")
+
+
+def _param_text(v) -> str:
+    return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)

@@ -1,6 +1,9 @@
 """Golden diagnostics: each tests/diagnostics/NAME.cnn beside NAME.expected, the full plain-text
 output of `cnnc check NAME.cnn` run in that folder (standard error, then standard output).
 
+A case whose first line is `# check: FLAGS` (like `# check: --set widht=0.5`) runs as
+`cnnc check NAME.cnn FLAGS`.
+
 The expected files are the point: read them as a user would. To regenerate them after improving
 a message, run
 
@@ -43,6 +46,14 @@ def run_check(name: str, *flags: str, monkeypatch) -> tuple[int, str]:
     return exit_info.value.code, out.getvalue()
 
 
+def case_flags(case: Path) -> list[str]:
+    """The flags a case asks for on its first line, `# check: --set width=2`."""
+    import shlex
+
+    first = case.read_text(encoding="utf-8").split("\n", 1)[0]
+    return shlex.split(first[len("# check:"):]) if first.startswith("# check:") else []
+
+
 def test_there_are_golden_cases():
     assert len(CASES) >= 30
     for case in CASES:
@@ -53,14 +64,14 @@ def test_there_are_golden_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_golden(case, monkeypatch):
-    code, output = run_check(case.name, monkeypatch=monkeypatch)
+    code, output = run_check(case.name, *case_flags(case), monkeypatch=monkeypatch)
     expected_file = case.with_suffix(".expected")
     if UPDATE:
         expected_file.write_text(output, encoding="utf-8")
     expected = expected_file.read_text(encoding="utf-8")
     assert output == expected, f"`cnnc check {case.name}` changed; rerun with " \
         "CNNC_UPDATE_GOLDEN=1 and review the diff"
-    assert code == (1 if re.search(r"^\S+:\d+:\d+: error:", output, re.M) else 0)
+    assert code == (1 if re.search(r"^(\S+:\d+:\d+|cnnc): error:", output, re.M) else 0)
     assert "Traceback" not in output and "\x1b[" not in output
 
 
@@ -84,14 +95,18 @@ def test_golden_carets_point_into_the_source(case, monkeypatch):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_json_agrees_with_text(case, monkeypatch):
-    code_text, text = run_check(case.name, monkeypatch=monkeypatch)
-    code_json, out = run_check(case.name, "--json", monkeypatch=monkeypatch)
+    flags = case_flags(case)
+    code_text, text = run_check(case.name, *flags, monkeypatch=monkeypatch)
+    code_json, out = run_check(case.name, "--json", *flags, monkeypatch=monkeypatch)
     assert code_text == code_json
     report = json.loads(out)
     assert report["ok"] == (code_json == 0)
     heads = re.findall(r"^(\S+):(\d+):(\d+): (error|warning): (.*)  \[([a-z-]+)\]$", text, re.M)
-    assert [(d["file"], str(d["line"]), str(d["column"]), d["severity"], d["message"], d["code"])
-            for d in report["diagnostics"]] == heads
+    heads += [(None, "None", "None", *h) for h in
+              re.findall(r"^cnnc: (error|warning): (.*)  \[([a-z-]+)\]$", text, re.M)]
+    key = (lambda h: (h[0] is not None, h))
+    assert sorted([(d["file"], str(d["line"]), str(d["column"]), d["severity"], d["message"],
+                    d["code"]) for d in report["diagnostics"]], key=key) == sorted(heads, key=key)
 
 
 def test_golden_matches_a_real_subprocess():

@@ -81,7 +81,7 @@ def _outcome_by_lark(text: str):
                                postlex=_ToCnncTokens(), transformer=_Builder(),
                                keep_all_tokens=True, maybe_placeholders=True))
     parser = _LARK[0]
-    builder = parser.options.transformer.current = cnnc_parser._AstBuilder("t.cnn")
+    builder = parser.options.transformer.current = cnnc_parser._AstBuilder("t.cnn", text)
     try:
         return ("ok", parser.parse(text), builder.diagnostics)
     except lark.exceptions.UnexpectedCharacters as e:
@@ -94,7 +94,7 @@ def _outcome_by_lark(text: str):
 
 
 def _outcome_by_cnnc(text: str):
-    builder = cnnc_parser._AstBuilder("t.cnn")
+    builder = cnnc_parser._AstBuilder("t.cnn", text)
     try:
         return ("ok", lalr.parse(text, builder, cnnc_parser._Indenter()), builder.diagnostics)
     except lalr.UnexpectedCharacters as e:

@@ -12,7 +12,7 @@ Conventions (docs/language.md says the same):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 from ..ir.graph import LayerGraph
@@ -45,6 +45,7 @@ class Summary:
     macs: int
     activation_bytes: int
     sequential: bool
+    params: dict = field(default_factory=dict)  # the model's parameters (`param`), as used
 
     @property
     def total_params(self) -> int:
@@ -61,6 +62,7 @@ class Summary:
     def to_json(self) -> dict:
         return {
             "model": self.model,
+            "params": dict(self.params),
             "input": list(self.input),
             "layers": [{"name": r.name, "op": r.op, "description": r.description,
                         "output_shape": list(r.output_shape), "params": r.params,
@@ -77,7 +79,7 @@ class Summary:
         }
 
 
-def summarize(graph: LayerGraph, model: str) -> Summary:
+def summarize(graph: LayerGraph, model: str, params: dict | None = None) -> Summary:
     rows = []
     trainable = non_trainable = macs = act = 0
     for layer in graph.layers():
@@ -93,7 +95,8 @@ def summarize(graph: LayerGraph, model: str) -> Summary:
                         layer.receptive_field, list(layer.inputs), layer.span.line))
     return Summary(model=model, input=graph[graph.input].shape, rows=rows,
                    trainable_params=trainable, non_trainable_params=non_trainable, macs=macs,
-                   activation_bytes=act, sequential=graph.is_sequential())
+                   activation_bytes=act, sequential=graph.is_sequential(),
+                   params=dict(params or {}))
 
 
 def total_params(graph: LayerGraph) -> int:

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    from .common import add_set_flag
+
+    for command in sub.choices.values():  # every command compiles a model: --set for each
+        add_set_flag(command)
     return parser
 
 
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from ..diagnostics import CnncError
     from . import report
+    from .common import SET_PARAMS
 
+    SET_PARAMS.set(tuple(getattr(args, "params", None) or ()))
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ Nothing heavy at import time: `cnnc check` imports this module too.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import os
+import re
 import sys
 
 # Data sets that are searched for in folders: `--data DIR` with one of these in the model's
@@ -20,24 +22,53 @@ _SEARCHED = ("fashion-mnist", "mnist")
 # The model file
 
 
-def compile_path(path: str):
-    """The compiled model of a file (or of standard input for `-`), diagnostics and all; its
-    source is remembered so later errors can quote it."""
+# The `--set NAME=VALUE` pairs of the command being run (every command takes --set; `main` sets
+# this, so that every command compiles its model with them without passing them along).
+SET_PARAMS: contextvars.ContextVar[tuple] = contextvars.ContextVar("cnnc_set_params",
+                                                                   default=())
+
+
+def set_pair(text: str) -> tuple[str, str]:
+    """argparse type of --set: `NAME=VALUE`."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not value or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        hint = " (write the model file before --set)" if not sep and (
+            text.endswith(".cnn") or os.path.exists(text)) else ""
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}{hint}")
+    return name, value
+
+
+def add_set_flag(p) -> None:
+    """--set NAME=VALUE [NAME=VALUE ...], repeatable: the model's parameters."""
+    p.add_argument("--set", dest="params", action="extend", nargs="+", type=set_pair,
+                   default=[], metavar="NAME=VALUE",
+                   help="set a parameter the model declares (`param width=1.0`); repeat the "
+                        "flag or give several pairs: --set width=0.5 depth=2")
+
+
+def compile_path(path: str, params: list | dict | None = None):
+    """The compiled model of a file (or of standard input for `-`), diagnostics and all, with
+    the command's --set values (or `params`); its source is remembered so later errors can
+    quote it."""
     from ..pipeline import compile_file, compile_text
     from .report import remember_source
 
-    model = compile_text(sys.stdin.read(), "<stdin>") if path == "-" else compile_file(path)
+    if params is None:
+        params = SET_PARAMS.get()
+    model = compile_text(sys.stdin.read(), "<stdin>", params) if path == "-" else \
+        compile_file(path, params)
     remember_source(model.file, model.source)
     return model
 
 
-def load_model(path: str, *, json: bool = False):
+def load_model(path: str, *, json: bool = False, params: list | dict | None = None):
     """The compiled model, ready to run. Warnings are printed (as text, on standard error);
     errors raise CompileError, which `cnnc.cli.main` prints with every diagnostic."""
     from ..diagnostics import WARNING
     from .report import print_diagnostics
 
-    model = compile_path(path)
+    model = compile_path(path, params)
     model.raise_for_errors()
     warnings = [d for d in model.diagnostics if d.severity == WARNING]
     if warnings and not json:

@@ -35,9 +35,13 @@ def run(args) -> int:
         from ..diagnostics import WARNING, Diagnostic
         from .report import print_diagnostics
 
-        print_diagnostics([Diagnostic(
-            WARNING, "weights", f"{args.weights} was trained from a different version of "
-            f"{meta.get('model_file', 'the model file')}", None)])
+        saved = json.loads(meta.get("params") or "{}")
+        other = saved != json.loads(json.dumps(model.params))
+        what = "with other parameter values (" + (" ".join(
+            f"{k}={v}" for k, v in saved.items()) or "none") + ")" if other else \
+            f"from a different version of {meta.get('model_file', 'the model file')}"
+        print_diagnostics([Diagnostic(WARNING, "weights", f"{args.weights} was trained {what}",
+                                      None)])
     import numpy as np
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

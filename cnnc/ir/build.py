@@ -18,6 +18,7 @@ from .. import ops
 from ..diagnostics import ERROR, WARNING, Diagnostic, Span, did_you_mean
 from ..ops.args import bind
 from ..syntax import ast
+from .expr import FUNCTIONS, Evaluator, ExprError
 from .graph import Layer, LayerGraph
 
 MAX_BLOCK_DEPTH = 64
@@ -27,7 +28,7 @@ MAX_REPEAT = 10_000
 MAX_STEPS = 50_000
 MAX_ERRORS = 100  # then stop, as compilers do: the rest are likely consequences
 _REPEAT = re.compile(r"x([0-9]+)")
-KEYWORDS = ("from", "here", "block", "train", "input")
+KEYWORDS = ("from", "here", "block", "train", "input", "param")
 
 
 def _merges(name: str) -> bool:
@@ -50,7 +51,7 @@ class _Abort(Exception):
 class Scope:
     prefix: str  # layer-name prefix: "" at top level, "basic_1." inside a block instance
     names: dict = field(default_factory=dict)  # tensor name -> (layer name, span where defined)
-    params: dict = field(default_factory=dict)  # block parameter -> bound Value
+    params: dict = field(default_factory=dict)  # block parameter -> bound Value (evaluated)
     current: str | None = None
     counters: dict = field(default_factory=dict)
     context: tuple[str, ...] = ()
@@ -64,11 +65,19 @@ class BuildResult:
     graph: LayerGraph
     diagnostics: list[Diagnostic]
     sections: list[ast.Section]
+    # The model's parameters (`param width=1.0`) and the values the build used, in the order
+    # declared; `unknown_overrides` are the names given to override that the model lacks.
+    params: dict = field(default_factory=dict)
+    unknown_overrides: list = field(default_factory=list)
 
 
 class Builder:
-    def __init__(self, program: ast.Program):
+    def __init__(self, program: ast.Program, overrides: dict | None = None):
         self.program = program
+        # Values given from outside (`--set width=0.5`) for the model's parameters.
+        self.overrides: dict[str, ast.Value] = dict(overrides or {})
+        self.model_params: dict[str, ast.Value] = {}  # declared, with the value in use
+        self.param_spans: dict[str, Span] = {}
         self.file = program.file
         self.lines = program.source.splitlines()
         self.graph = LayerGraph()
@@ -115,14 +124,12 @@ class Builder:
             for item in self.program.items:
                 if isinstance(item, ast.BlockDef):
                     self.define_block(item)
-                elif isinstance(item, ast.Section):
-                    # Settings holding a malformed number were reported by the parser: drop them.
-                    body = tuple(b for b in item.body
-                                 if not (isinstance(b, ast.Call) and b.has_error_value))
-                    self.sections.append(ast.Section(item.name, item.name_span, body, item.span))
             for item in self.program.items:
                 if isinstance(item, (ast.Call, ast.Assign)):
                     self.statement(item, top)
+            for item in self.program.items:
+                if isinstance(item, ast.Section):
+                    self.sections.append(self.section(item, top))
             if self.input_layer is None and not self.quiet_about_input:
                 span = Span(self.file, 1, 1, 1, 1)
                 self.error(span, "input-missing", "the program has no `input` statement",
@@ -136,7 +143,87 @@ class Builder:
                 self.error(layer.span, "unused", f"`{layer.text}` does not reach the model's "
                            "output and is left out", severity=WARNING,
                            hint="merge it with `add` or `concat`, or remove it")
-        return BuildResult(self.graph, self.diagnostics, self.sections)
+        unknown = [name for name in self.overrides if name not in self.model_params]
+        return BuildResult(self.graph, self.diagnostics, self.sections,
+                           {k: v.value for k, v in self.model_params.items()}, unknown)
+
+    def section(self, item: ast.Section, scope: Scope) -> ast.Section:
+        """A `train:` section with its expressions evaluated (they may use the model's
+        parameters). Settings holding a malformed number (reported by the parser) or a faulty
+        expression (reported here) are dropped."""
+        body = []
+        for b in item.body:
+            if isinstance(b, ast.Call):
+                if b.has_error_value:
+                    continue
+                try:
+                    b = self.substitute(b, scope)
+                except _Skip:
+                    continue
+            body.append(b)
+        return ast.Section(item.name, item.name_span, tuple(body), item.span)
+
+    # -- model parameters and expressions ------------------------------------------------------
+    def declare_params(self, call: ast.Call, scope: Scope) -> None:
+        """`param width=1.0 depth=1.0`: the model's parameters, with their defaults."""
+        if scope.prefix:
+            self.error(call.span, "param", "parameters are declared at the top level of the "
+                       "file, not inside a block", scope=scope,
+                       hint="give the block a parameter instead: `block b(width=1.0):`")
+            raise _Skip
+        for v in call.args:
+            self.error(v.span, "param", f"`param` declares parameters with their defaults, "
+                       f"like `param {v.text}=1`; {v.describe()} has no name", scope=scope)
+        for o in call.options:
+            name = o.key
+            if name in self.model_params:
+                first = self.param_spans[name]
+                self.error(o.key_span, "param", f"parameter `{name}` is declared twice",
+                           notes=[f"first declared at line {first.line}"],
+                           hint="declare each parameter once")
+                continue
+            if name in KEYWORDS or name in FUNCTIONS or ops.lookup(name) is not None \
+                    or name in self.blocks:
+                what = "a function" if name in FUNCTIONS else "a block" if name in self.blocks \
+                    else "a layer or keyword"
+                self.error(o.key_span, "param", f"a parameter cannot be called `{name}`: that "
+                           f"is {what}", hint=f"choose another name, like `{name}_n`")
+                continue
+            value = self.overrides.get(name)
+            if value is None:
+                value = o.value
+            try:
+                value = self.evaluator(scope).value(value)
+            except ExprError as e:
+                self.expr_error(e, scope)
+                continue
+            if value.kind == "error":
+                continue
+            self.model_params[name] = value
+            self.param_spans[name] = o.key_span
+
+    def evaluator(self, scope: Scope) -> Evaluator:
+        env = {**self.model_params, **scope.params}
+
+        def names():
+            return [*scope.params, *(n for n in self.model_params if n not in scope.params)]
+
+        return Evaluator(env, names, self.source_of)
+
+    def source_of(self, span: Span) -> str:
+        if span.line != span.end_line or not 1 <= span.line <= len(self.lines):
+            return ""
+        return self.lines[span.line - 1][span.column - 1:span.end_column - 1]
+
+    def expr_error(self, e: ExprError, scope: Scope) -> None:
+        self.error(e.span, e.code, e.message, notes=e.notes, hint=e.hint, scope=scope)
+
+    def evaluate(self, v: ast.Value, scope: Scope) -> ast.Value:
+        try:
+            return self.evaluator(scope).value(v)
+        except ExprError as e:
+            self.expr_error(e, scope)
+            raise _Skip from None
 
     def define_block(self, block: ast.BlockDef) -> None:
         if block.name in self.blocks:
@@ -250,27 +337,50 @@ class Builder:
         raise _Skip
 
     def substitute(self, call: ast.Call, scope: Scope) -> ast.Call:
-        """Replace block parameters by the values bound to them at the call."""
-        if not scope.params:
-            return call
+        """The call with its expressions evaluated and its parameters (the block's, then the
+        model's) replaced by their values. Every faulty expression is reported."""
+        if not (scope.params or self.model_params) and \
+                not any(v.kind == "expr" for v in call.args) and \
+                not any(o.value.kind == "expr" for o in call.options):
+            return call  # nothing to evaluate (most statements of most models)
+        evaluator = self.evaluator(scope)
+        failed = False
 
         def sub(v: ast.Value) -> ast.Value:
-            if v.kind == "name" and v.value in scope.params:
-                bound = scope.params[v.value]
-                return ast.Value(bound.kind, bound.value, bound.text, v.span)
-            return v
+            nonlocal failed
+            try:
+                return evaluator.value(v)
+            except ExprError as e:
+                self.expr_error(e, scope)
+                failed = True
+                return v
 
         args = tuple(sub(v) for v in call.args)
         options = tuple(ast.Option(o.key, sub(o.value), o.span, o.key_span) for o in call.options)
+        if failed:
+            raise _Skip
         return ast.Call(call.head, call.head_span, args, options, call.span)
 
     def call(self, call: ast.Call, scope: Scope, name: str | None = None) -> str | None:
-        call = self.substitute(call, scope)
         head = call.head
         if head == "input":
             self.quiet_about_input = True
         if call.has_error_value:
             raise _Skip  # the parser has reported the malformed number
+        if head == "param" and "param" not in self.blocks:
+            self.declare_params(call, scope)
+            return scope.current
+        repeat = 1
+        if head not in ("from", "here") and (head in self.blocks or not _merges(head)):
+            call, repeat = self.split_repeat(call, scope)
+            if repeat == 0:  # `x(n - 1)` with n = 1: the statement is left out
+                if name is not None:
+                    self.error(call.span, "bad-value", "a statement repeated 0 times makes no "
+                               "tensor to name", scope=scope,
+                               hint="name the tensor before it (`y = here`) instead")
+                    raise _Skip
+                return scope.current
+        call = self.substitute(call, scope)
         if head == "from":
             if len(call.args) != 1 or call.options:
                 self.error(call.span, "bad-value", "`from` takes one tensor name, like "
@@ -286,7 +396,6 @@ class Builder:
             found = ops.lookup(head)
             if found is not None and found[0].merges:
                 return self.merge(call, scope, found[0], found[1], name)
-        call, repeat = self.split_repeat(call, scope)
         if head in self.blocks:
             result = None
             for i in range(repeat):
@@ -306,18 +415,38 @@ class Builder:
         return result
 
     def split_repeat(self, call: ast.Call, scope: Scope) -> tuple[ast.Call, int]:
-        """`conv 64 3x3 relu x2` repeats the statement: strip the trailing `xN`."""
-        if call.args and call.args[-1].kind == "name":
-            m = _REPEAT.fullmatch(call.args[-1].value)
-            if m:
-                n = int(m.group(1))
-                if not 1 <= n <= MAX_REPEAT:
-                    self.error(call.args[-1].span, "bad-value", f"a repeat count must be from 1 "
-                               f"to {MAX_REPEAT:,}, but got {n}", scope=scope)
-                    raise _Skip
-                return ast.Call(call.head, call.head_span, call.args[:-1], call.options,
-                                call.span), n
-        return call, 1
+        """`conv 64 3x3 relu x2` repeats the statement: strip the trailing repeat count (`xN`, or
+        `x(EXPR)` as in `x(depth * 2)`) and evaluate it."""
+        args = call.args
+        count = None
+        lowest = 1
+        if args and args[-1].kind == "name" and _REPEAT.fullmatch(args[-1].value):
+            count, used = ast.Value("int", int(args[-1].value[1:]), args[-1].value[1:],
+                                    args[-1].span), 1
+        elif args and args[-1].kind == "expr" and args[-1].value.kind == "function" \
+                and args[-1].value.op == "x" and len(args[-1].value.operands) == 1:
+            operand = args[-1].value.operands[0]  # `x(depth * 2)`
+            count = operand if isinstance(operand, ast.Value) else \
+                ast.Value("expr", operand, self.source_of(operand.span), operand.span)
+            used = 1
+            lowest = 0  # a family's stage of one block: `first; rest x(n - 1)`
+        if count is None:
+            return call, 1
+        count = self.evaluate(count, scope)
+        if count.kind != "int":
+            hint = "round it explicitly: round(...), floor(...) or ceil(...)" \
+                if count.kind == "float" else None
+            self.error(count.span, "bad-value", f"a repeat count must be a whole number, but "
+                       f"got {count.describe()}", hint=hint, scope=scope)
+            raise _Skip
+        n = count.value
+        if not lowest <= n <= MAX_REPEAT:
+            shown = f"`{count.source}` = {n}" if count.source else str(n)
+            self.error(count.span, "bad-value", f"a repeat count must be from {lowest} "
+                       f"to {MAX_REPEAT:,}, but got {shown}", scope=scope)
+            raise _Skip
+        return ast.Call(call.head, call.head_span, args[:len(args) - used], call.options,
+                        call.span), n
 
     def unknown_op(self, call: ast.Call, scope: Scope):
         head = call.head
@@ -608,6 +737,7 @@ class Builder:
             ok = False
         for p, v in zip(block.params, call.args):
             bound[p.name] = v
+        given = {**bound, **{o.key: o.value for o in call.options if o.key in names}}
         for o in call.options:
             if o.key not in names:
                 self.error(o.key_span, "block-args", f"block `{block.name}` has no parameter "
@@ -633,8 +763,20 @@ class Builder:
                     bound[p.name] = p.default
         if not ok:
             raise _Skip
-        return bound
+        # Arguments are evaluated where the call is; a default, in the block's own terms: the
+        # model's parameters and the block parameters before it (`block b(c, hidden=c*6)`).
+        values: dict = {}
+        for p in block.params:
+            v = bound[p.name]
+            if p.name in given:
+                values[p.name] = self.evaluate(v, scope)
+            else:
+                inner = Scope(prefix=scope.prefix, params=values, context=scope.context)
+                values[p.name] = self.evaluate(v, inner)
+        return values
 
 
-def build(program: ast.Program) -> BuildResult:
-    return Builder(program).build()
+def build(program: ast.Program, overrides: dict | None = None) -> BuildResult:
+    """The layer graph of a parsed program; `overrides` maps model parameter names to Values
+    that replace their declared defaults (`--set`)."""
+    return Builder(program, overrides).build()

@@ -40,16 +40,30 @@ def _positive(arg: Arg, value, text: str):
     return value
 
 
+def _minus_hint(v: Value) -> str | None:
+    """`c-1` is one name (names may hold `-`, like fashion-mnist): say how to subtract."""
+    if v.kind == "name" and "-" in v.value:
+        a, b = v.value.split("-", 1)
+        return f"`{v.value}` is one name; to subtract, put spaces around the minus: `{a} - {b}`"
+    return None
+
+
 def coerce(arg: Arg, v: Value):
     """The Python value of `v` as `arg`'s type, or ArgError saying what was expected."""
     t = arg.type
     if t == "int":
         if v.kind != "int":
-            raise ArgError(f"{arg.name} must be a whole number, but got {v.describe()}")
+            hint = None
+            if v.kind == "float" and v.source is not None:  # computed: round it on purpose
+                hint = "round it explicitly: round(...), floor(...), ceil(...) or " \
+                       "make_divisible(..., 8)"
+            raise ArgError(f"{arg.name} must be a whole number, but got {v.describe()}",
+                           hint or _minus_hint(v))
         return _positive(arg, v.value, v.text)
     if t == "float":
         if v.kind not in ("int", "float"):
-            raise ArgError(f"{arg.name} must be a number, but got {v.describe()}")
+            raise ArgError(f"{arg.name} must be a number, but got {v.describe()}",
+                           _minus_hint(v))
         return _positive(arg, float(v.value), v.text)
     if t == "size":
         if v.kind == "int":

@@ -12,19 +12,42 @@ from collections import namedtuple
 from ..diagnostics import Span
 
 
-class Value(namedtuple("Value", "kind value text span")):
-    """A literal argument. kind is one of: int, float, dims, name, string, or error for a
-    malformed literal whose diagnostic the parser has already given (the statement is skipped)."""
+class Value(namedtuple("Value", "kind value text span source", defaults=(None,))):
+    """An argument. kind is one of: int, float, dims, name, string; expr for an expression not
+    yet evaluated (value is its Expr); or error for a malformed literal whose diagnostic the
+    parser has already given (the statement is skipped).
+
+    The builder evaluates expressions into literal values; `source` then keeps the expression
+    as written, and `text` the value it had (`c*6` -> text `96`)."""
 
     __slots__ = ()
     kind: str
-    value: object  # int | float | tuple[int, ...] | str
+    value: object  # int | float | tuple[int, ...] | str | Expr
     text: str
     span: Span
+    source: str | None
 
     def describe(self) -> str:
-        return {"int": "a number", "float": "a number", "dims": "a size", "name": "a name",
-                "string": "a string", "error": "a malformed value"}[self.kind] + f" (`{self.text}`)"
+        what = {"int": "a number", "float": "a number", "dims": "a size", "name": "a name",
+                "string": "a string", "error": "a malformed value",
+                "expr": "an expression"}[self.kind]
+        if self.source is not None:
+            return f"{what} (`{self.source}` = {self.text})"
+        return what + f" (`{self.text}`)"
+
+
+class Expr(namedtuple("Expr", "kind op operands span op_span")):
+    """An expression: kind `binary` (op one of + - * / // %), `unary` (op - or +), `size`
+    (`[a, b, c]`, op `[`: its operands are the parts) or `function` (op the function's name).
+    operands are Values (numbers, names...) and Exprs; op_span is the operator's or the
+    function name's place, where an error in the operation itself points."""
+
+    __slots__ = ()
+    kind: str
+    op: str
+    operands: tuple
+    span: Span
+    op_span: Span
 
 
 class Option(namedtuple("Option", "key value span key_span")):
@@ -80,7 +103,7 @@ class BlockDef(namedtuple("BlockDef", "name name_span params body span")):
     name: str
     name_span: Span
     params: tuple[Param, ...]
-    body: tuple["Item", ...]
+    body: tuple  # Call, Assign, BlockDef or Section nodes
     span: Span
 
 
@@ -90,7 +113,7 @@ class Section(namedtuple("Section", "name name_span body span")):
     __slots__ = ()
     name: str
     name_span: Span
-    body: tuple["Item", ...]
+    body: tuple  # Call, Assign, BlockDef or Section nodes
     span: Span
 
 

@@ -105,6 +105,12 @@ _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _STMT = ast.STATEMENTS
 
 
+def _holds_error(x) -> bool:
+    if isinstance(x, ast.Value):
+        return x.kind == "error"
+    return any(_holds_error(o) for o in x.operands)
+
+
 def _start(x) -> tuple[int, int]:
     """Where a child of a rule starts: a token, or an AST node already built."""
     if isinstance(x, Token):
@@ -131,9 +137,10 @@ class _AstBuilder:
     again.
     """
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, source: str = ""):
         self.file = file
         self.diagnostics: list[Diagnostic] = []
+        self._lines = source.split("\n")
 
     def _span(self, first, last) -> Span:
         line, column = _start(first)
@@ -192,14 +199,56 @@ class _AstBuilder:
         self._error(span, "bad-number", f"`{text}` is not a number or a size", hint)
         return bad
 
+    # expressions -----------------------------------------------------------------------------
+    def binary(self, children):  # expr OP expr
+        left, op, right = children
+        return ast.Expr("binary", op.value, (left, right), self._span(left, right),
+                        self._token_span(op))
+
+    def unary(self, children):  # OP expr
+        op, operand = children
+        return ast.Expr("unary", op.value, (operand,), self._span(op, operand),
+                        self._token_span(op))
+
+    def group(self, children):  # "(" expr ")": the expression, its span taking the brackets
+        return children[1]._replace(span=self._span(children[0], children[-1]))
+
+    def size(self, children):  # "[" expr ("," expr)* ","? "]"
+        parts = tuple(c for c in children[1:-1] if not isinstance(c, Token))
+        return ast.Expr("size", "[", parts, self._span(children[0], children[-1]),
+                        self._token_span(children[0]))
+
+    def function(self, children):  # NAME "(" [expr ("," expr)*] ")"
+        name = children[0]
+        args = tuple(c for c in children[2:-1] if c is not None and not isinstance(c, Token))
+        return ast.Expr("function", name.value, args, self._rule_span(children),
+                        self._token_span(name))
+
+    def _text(self, span: Span) -> str:
+        """The source an expression covers, its lines joined by spaces."""
+        if span.line == span.end_line:
+            return self._lines[span.line - 1][span.column - 1:span.end_column - 1]
+        parts = [self._lines[span.line - 1][span.column - 1:]]
+        parts += [self._lines[n - 1].strip() for n in range(span.line + 1, span.end_line)]
+        parts.append(self._lines[span.end_line - 1][:span.end_column - 1])
+        return " ".join(p.strip() for p in parts if p.strip())
+
+    def _value(self, x):
+        """An argument as a Value: an expression is wrapped, to be evaluated by the builder
+        (or is an error value if a malformed number inside it was reported)."""
+        if isinstance(x, ast.Value):
+            return x
+        kind = "error" if _holds_error(x) else "expr"
+        return ast.Value(kind, x, self._text(x.span), x.span)
+
     # statements ------------------------------------------------------------------------------
     def option(self, children):  # NAME "=" value
-        key, value = children[0], children[-1]
+        key, value = children[0], self._value(children[-1])
         return ast.Option(key.value, value, self._span(key, value), self._token_span(key))
 
     def call(self, children):  # NAME [LPAR [args] RPAR] args, the args with their commas
         head = children[0]
-        args = tuple(c for c in children if isinstance(c, ast.Value))
+        args = tuple(self._value(c) for c in children if isinstance(c, (ast.Value, ast.Expr)))
         options = tuple(c for c in children if isinstance(c, ast.Option))
         return ast.Call(head.value, self._token_span(head), args, options,
                         self._rule_span(children))
@@ -210,8 +259,7 @@ class _AstBuilder:
 
     def param(self, children):  # NAME ["=" value]
         name, default = children[0], children[-1]
-        if not isinstance(default, ast.Value):
-            default = None
+        default = self._value(default) if isinstance(default, (ast.Value, ast.Expr)) else None
         return ast.Param(name.value, default, self._rule_span(children))
 
     def block_def(self, children):  # "block" NAME [LPAR [params] RPAR] ":" body
@@ -235,7 +283,8 @@ class _AstBuilder:
 
 _WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "the end of the line",
-    "LPAR": "`(`", "RPAR": "`)`", "SEMICOLON": "`;`", "EQUAL": "`=`", "COMMA": "`,`",
+    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "PLUS": "`+`", "MINUS": "`-`",
+    "STAR": "`*`", "SLASH": "`/`", "DSLASH": "`//`", "PERCENT": "`%`", "SEMICOLON": "`;`", "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "BLOCK": "`block`", "_INDENT": "an indented body",
     "_DEDENT": "the end of the indented body", "$END": "the end of the file",
 }
@@ -289,8 +338,8 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
         shown = repr(ch)[1:-1] if not ch.isprintable() else ch
         span = Span(file, err.line, err.column, err.line, err.column + 1)
         hint = None
-        if ch in "[]{}":
-            hint = "cnnc has no brackets: write sizes as 3x3 and list names with spaces"
+        if ch in "{}":
+            hint = "cnnc has no braces: write sizes as 3x3 or [k, k], and list names with spaces"
         elif ch == "-":
             hint = "sizes and counts in cnnc are never negative"
         elif ch == "=":
@@ -417,7 +466,7 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
     source = text if text.endswith("\n") else text + "\n"
     blanked: set[int] = set()
     while True:
-        builder = _AstBuilder(file)
+        builder = _AstBuilder(file, source)
         indenter = _Indenter()
         try:
             items = parse_tokens(source, builder, indenter)
@@ -456,3 +505,18 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
     program.items = items
     program.parsed = True
     return program, builder.diagnostics
+
+
+def parse_value(text: str) -> tuple[ast.Value | None, str | None]:
+    """One value or expression given outside a model file (`--set width=0.5`): the Value, or
+    None and what is wrong with it."""
+    if "\n" in text or not text.strip():
+        return None, "expected a number, a size, a word or an expression"
+    program, diagnostics = parse(f"_ {text}\n", "--set")
+    if diagnostics or len(program.items) != 1 or not isinstance(program.items[0], ast.Call):
+        problem = diagnostics[0].message if diagnostics else "expected one value"
+        return None, problem
+    call = program.items[0]
+    if len(call.args) != 1 or call.options:
+        return None, "expected one value (a number, a size, a word or an expression)"
+    return call.args[0], None

@@ -112,7 +112,13 @@ def scheduled_lr(config: TrainConfig, epoch: int, batch: int, batches: int) -> f
 
 
 def model_hash(model) -> str:
-    return hashlib.sha256(model.source.encode("utf-8")).hexdigest()
+    """The model's identity: its text, and the values of its parameters (`--set`) when it
+    declares any, so that a run of another width or depth never resumes from this one."""
+    text = model.source
+    params = getattr(model, "params", None)
+    if params:
+        text += "\n\0params " + json.dumps(params, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,8 +310,10 @@ class _Trainer:
     def _weights_meta(self, epoch: int) -> dict[str, str]:
         from .. import __version__
 
+        params = getattr(self.model, "params", None) or {}
         return {"format": "cnnc-weights", "cnnc_version": __version__,
                 "model_file": self.model_file, "model_sha256": self.hash,
+                "params": json.dumps(params, sort_keys=True),  # the values --set gave, or defaults
                 "epoch": str(epoch), "backend": self.backend, **self.meta}
 
     def save_epoch(self, epoch: int, history: list[dict], is_best: bool, best: dict) -> None:
@@ -346,6 +354,16 @@ class _Trainer:
         if smeta.get("format") != "cnnc-train-state":
             raise CnncError(f"cannot resume: {state_path} is not a cnnc training state",
                             code="weights", hint="train again without --resume")
+        saved_params = json.loads(smeta.get("params") or "{}")
+        params = getattr(self.model, "params", None) or {}
+        if saved_params != json.loads(json.dumps(params)):
+            shown = " ".join(f"{k}={v}" for k, v in saved_params.items()) or "(none)"
+            raise CnncError(
+                f"cannot resume: {out} was trained with other parameter values",
+                notes=[f"the run used {shown}; this one has "
+                       + (" ".join(f"{k}={v}" for k, v in params.items()) or "(none)")],
+                hint=f"resume with --set {shown}" if saved_params else
+                     "train from scratch without --resume", code="weights")
         if smeta.get("model_sha256") != self.hash:
             raise CnncError(
                 f"cannot resume: {self.model.file} has changed since {out} was written",
