@@ -212,6 +212,14 @@ def _callbacks(builder) -> list:
     return out
 
 
+# Rules that only rename their one child (`?sum: product`): reducing one replaces the state on
+# top of the stack and leaves the value as it is. An argument passes through several of them
+# (number -> atom -> unary -> product -> sum -> expr), so they skip the general reduce.
+_UNIT = tuple(size == 1 and expand1 and plan is None
+              for _origin, size, _name, expand1, plan in tables.RULES)
+_ORIGIN = tuple(rule[0] for rule in tables.RULES)
+
+
 def _expected(state: int) -> set[str]:
     # Terminals are the upper-case symbols (lark's convention), `$END` among them.
     return {s for s in tables.STATES[state] if s.isupper()}
@@ -247,6 +255,7 @@ def parse(text: str, builder, postlex=None):
     """
     states = tables.STATES
     end_state = tables.END_STATE
+    unit, origin = _UNIT, _ORIGIN
     callbacks = _callbacks(builder)
     state_stack = [0]
     value_stack: list = []
@@ -265,7 +274,11 @@ def parse(text: str, builder, postlex=None):
                 state_stack.append(action)
                 value_stack.append(token)
                 break
-            _reduce(~action, state_stack, value_stack, callbacks)
+            rule = ~action
+            if unit[rule]:
+                state_stack[-1] = states[state_stack[-2]][origin[rule]]
+            else:
+                _reduce(rule, state_stack, value_stack, callbacks)
 
     end = Token.new_borrow_pos("$END", "", token) if token is not None else \
         Token("$END", "", 0, 1, 1)
