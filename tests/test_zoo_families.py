@@ -131,3 +131,27 @@ def test_resnet_basic_block_family_is_torchvisions(layers, params, gmacs):
     settings = {f"layer{i + 1}": n for i, n in enumerate(layers)}
     trainable, macs = cnnc_figures(ZOO / "resnet18.cnn", **settings)
     assert trainable == params and round(macs / 1e9, 2) == gmacs
+
+
+@pytest.mark.parametrize("settings,params,macs", [
+    ({}, 5_288_548, 385_814_752),                                              # b0
+    ({"width": 1.0, "depth": 1.1, "size": 240}, 7_794_184, 686_802_832),       # b1
+    ({"width": 1.1, "depth": 1.2, "size": 260}, 9_109_994, 993_561_872),       # b2
+    ({"width": 1.2, "depth": 1.4, "size": 300}, 12_233_232, 1_827_141_392),    # b3
+])
+def test_efficientnet_family_is_torchvisions(settings, params, macs):
+    """torchvision's efficientnet_b0..b3: trainable parameters, and conv + linear
+    multiply-accumulates at each member's own resolution."""
+    assert cnnc_figures(ZOO / "efficientnet.cnn", **settings) == (params, macs)
+
+
+@pytest.mark.parametrize("settings,params,gflops", [
+    ({"width": 1.4, "depth": 1.8, "size": 380}, 19_341_616, 4.39),     # b4
+    ({"width": 1.6, "depth": 2.2, "size": 456}, 30_389_784, 10.27),    # b5
+    ({"width": 1.8, "depth": 2.6, "size": 528}, 43_040_704, 19.07),    # b6
+    ({"width": 2.0, "depth": 3.1, "size": 600}, 66_347_960, 37.75),    # b7
+])
+def test_larger_efficientnets_are_torchvisions(settings, params, gflops):
+    """torchvision's published parameter counts and GFLOPS columns for b4-b7."""
+    trainable, macs = cnnc_figures(ZOO / "efficientnet.cnn", **settings)
+    assert trainable == params and round(macs / 1e9, 2) == gflops
