@@ -44,10 +44,35 @@ class _PostlexStub:
 
 
 def _lark(grammar: str):
-    from lark import Lark
+    """lark's parser for the grammar, and the shift/reduce conflicts it settled by shifting
+    (terminal -> how many states), which it reports only in its debug log."""
+    import logging
 
-    return Lark(grammar, parser="lalr", lexer="contextual", postlex=_PostlexStub(),
-                keep_all_tokens=True, maybe_placeholders=True, start=START)
+    from lark import Lark, logger
+
+    conflicts: dict[str, int] = {}
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Shift/Reduce conflict for terminal"):
+                terminal = message.split("terminal ", 1)[1].split(":", 1)[0]
+                conflicts[terminal] = conflicts.get(terminal, 0) + 1
+
+    handler, level, others = Record(), logger.level, list(logger.handlers)
+    for h in others:  # lark's own handler would print the log
+        logger.removeHandler(h)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        parser = Lark(grammar, parser="lalr", lexer="contextual", postlex=_PostlexStub(),
+                      keep_all_tokens=True, maybe_placeholders=True, start=START, debug=True)
+    finally:
+        logger.removeHandler(handler)
+        for h in others:
+            logger.addHandler(h)
+        logger.setLevel(level)
+    return parser, dict(sorted(conflicts.items()))
 
 
 def _child_plan(rule) -> tuple:
@@ -76,7 +101,7 @@ def build(grammar: str) -> dict:
     """The tables, as plain data."""
     from lark.parsers.lalr_analysis import Shift
 
-    parser = _lark(grammar)
+    parser, conflicts = _lark(grammar)
     frontend = parser.parser
     table = frontend.parser.parser.parse_table
     contextual = frontend.lexer.lexer
@@ -154,7 +179,7 @@ def build(grammar: str) -> dict:
         "states": states, "rules": rule_rows, "lexers": lexers, "lexer_of_state": lexer_of_state,
         "root_lexer": root, "terminals": dict(sorted(regexps.items())), "ignore": tuple(sorted(conf.ignore_types)),
         "newline_types": tuple(sorted(conf.newline_types)),
-        "end_state": number[table.end_states[START]],
+        "end_state": number[table.end_states[START]], "conflicts": conflicts,
     }
 
 
@@ -187,6 +212,9 @@ def render(tables: dict, grammar: str) -> str:
     out = [HEADER.rstrip("\n"), ""]
     out.append(f"GRAMMAR_SHA256 = {digest!r}")
     out.append(f"LARK_VERSION = {lark.__version__!r}")
+    out.append("# Shift/reduce conflicts lark settles by shifting (terminal: states), as the")
+    out.append("# grammar's comments intend (docs/language.md, Grammar):")
+    out.append(f"SHIFTED_CONFLICTS = {tables['conflicts']!r}")
     out.append(f"END_STATE = {tables['end_state']!r}")
     out.append(f"IGNORE = frozenset({tables['ignore']!r})")
     out.append(f"NEWLINE_TYPES = frozenset({tables['newline_types']!r})")
