@@ -104,6 +104,11 @@ class Evaluator:
         if v.kind != "expr":
             return v
         result = self.eval(v.value)
+        node = v.value
+        if node.kind == "unary" and isinstance(node.operands[0], ast.Value) \
+                and node.operands[0].kind in ("int", "float"):
+            # A signed number (`-1e-6`) is a literal to the reader: keep its spelling.
+            return ast.Value(kind_of(result), result, v.text.replace(" ", ""), v.span)
         return ast.Value(kind_of(result), result, show(result), v.span, v.text)
 
     # ---------------------------------------------------------------------------------------
