@@ -418,7 +418,7 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str,
         hint = "a statement starts with a layer name, like `conv 32 3x3`"
     elif tok.type == "COLON":
         hint = "only `block NAME(...)` and `train` take a `:` and an indented body"
-    elif tok.type == "LPAR":  # Keras habits: conv 32 (3,3) relu, stride=(2,2)
+    elif tok.type in ("LPAR", "COMMA"):  # Keras habits: conv 32 (3,3) relu, stride=(2,2)
         hint = _keras_hint(lines, line)
     return Diagnostic(ERROR, "syntax", message, span, [], hint), blank
 
