@@ -128,6 +128,9 @@ CODES = {
     "usage": "the command line is malformed",
     "io": "a file could not be read or written",
     "convert": "Keras code that `cnnc convert` cannot translate (or translates without a setting)",
+    "budget": "a malformed `budget:` section",
+    "over-budget": "a model over its budget of parameters, MACs or memory",
+    "portability": "a layer that would mean something else in another framework (--target)",
 }
 
 

@@ -61,6 +61,7 @@ class Model:
     graph: object = None  # LayerGraph, or None when the program did not parse
     train_config: object = None  # TrainConfig, or None when the file has no `train:` section
     params: dict = field(default_factory=dict)  # the model's parameters and the values used
+    budget: object = None  # analysis.budget.Budget of the `budget:` section (empty without)
 
     @property
     def ok(self) -> bool:
@@ -130,12 +131,14 @@ def _collector_paused():
         gc.enable()
 
 
-def compile_text(text: str, file: str = "<input>", params: dict | None = None) -> Model:
+def compile_text(text: str, file: str = "<input>", params: dict | None = None, *,
+                 input_shape: tuple | None = None) -> Model:
     with _collector_paused():
-        return _compile_text(text, file, params)
+        return _compile_text(text, file, params, input_shape)
 
 
-def _compile_text(text: str, file: str, params: dict | None) -> Model:
+def _compile_text(text: str, file: str, params: dict | None,
+                  input_shape: tuple | None = None) -> Model:
     from .ir.build import build
     from .ir.infer import infer
     from .syntax.parser import parse
@@ -162,8 +165,21 @@ def _compile_text(text: str, file: str, params: dict | None) -> Model:
                 did_you_mean_hint(name, list(built.params))))
     model.train_config, section_diags = parse_sections(built.sections, file)
     model.diagnostics.extend(section_diags)
+    budgets = [s for s in built.sections if s.name == "budget"]
+    if budgets:
+        from .analysis.budget import parse_budget
+
+        model.budget, budget_diags = parse_budget(budgets[0])
+        model.diagnostics.extend(budget_diags)
+        for extra in budgets[1:]:
+            model.diagnostics.append(Diagnostic(ERROR, "budget", "a second `budget:` section",
+                                                extra.name_span, [], "merge the two sections"))
     if built.graph.input is not None:
-        model.diagnostics.extend(infer(built.graph))
+        model.diagnostics.extend(infer(built.graph, input_shape))
+        if model.budget and not any(d.severity == ERROR for d in model.diagnostics):
+            from .analysis.budget import check_budget
+
+            model.diagnostics.extend(check_budget(built.graph, model.budget, file))
     model.diagnostics.sort(key=lambda d: (d.span is not None, d.span or ()))
     return model
 
@@ -211,28 +227,30 @@ def _overrides(params) -> tuple[dict, list[Diagnostic]]:
     return out, diagnostics
 
 
-def compile_file(path: str | os.PathLike, params: dict | None = None) -> Model:
+def compile_file(path: str | os.PathLike, params: dict | None = None, *,
+                 input_shape: tuple | None = None) -> Model:
     text, diagnostics = read_source(path)
     if diagnostics:
         return Model(file=str(path), source="", diagnostics=diagnostics)
-    return compile_text(text, str(path), params)
+    return compile_text(text, str(path), params, input_shape=input_shape)
 
 
 def compile(source: str | os.PathLike, *, file: str | None = None,
-            params: dict | None = None) -> Model:
+            params: dict | None = None, input_shape: tuple | None = None) -> Model:
     """Compile a program given as text or as a path to a .cnn file. `params` sets the model's
     parameters (`param width=1.0` in the file): {"width": 0.5}, or text as --set takes it.
 
     Never raises for a faulty program: look at `model.ok` and `model.diagnostics`, or call
-    `model.raise_for_errors()`.
+    `model.raise_for_errors()`. `input_shape` (H, W, C) evaluates the model at another input
+    than the one its `input` statement declares.
 
     >>> m = compile("input 28x28x1; conv 32 3x3 relu; pool 2; flatten; dense 10 softmax")
     >>> m.summary().total_params
     54410
     """
     if isinstance(source, os.PathLike):
-        return compile_file(source, params)
+        return compile_file(source, params, input_shape=input_shape)
     if "\n" not in source and ";" not in source and (source.endswith(".cnn")
                                                      or os.path.isfile(source)):
-        return compile_file(source, params)
-    return compile_text(source, file or "<input>", params)
+        return compile_file(source, params, input_shape=input_shape)
+    return compile_text(source, file or "<input>", params, input_shape=input_shape)

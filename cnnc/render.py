@@ -47,3 +47,27 @@ def print_summary(summary: Summary, *, color: bool = False, file=None) -> None:
 
 def _param_text(v) -> str:
     return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def print_memory(inference, training, fits, limit, *, color: bool = False, file=None) -> None:
+    """The memory lines under the summary table: inference, then a training step."""
+    from rich.console import Console
+
+    file = file or sys.stdout
+    console = Console(file=file, no_color=not color, highlight=False,
+                      width=None if color else 160, force_terminal=color or None)
+    i, t = inference, training
+    console.print(f" Inference memory per image: {human_bytes(i.peak_bytes)} at the peak "
+                  f"(float32, each output freed after its last reader; "
+                  f"{human_bytes(i.peak(1))} in int8)")
+    opt = {"adam": "Adam", "sgd": "SGD with momentum" if t.optimizer_bytes else "SGD"}
+    console.print(f" Training step, batch {t.batch}, {opt[t.optimizer]}: "
+                  f"{human_bytes(t.total_bytes)}")
+    console.print(f"   weights {human_bytes(t.param_bytes)}, gradients "
+                  f"{human_bytes(t.gradient_bytes)}, optimizer state "
+                  f"{human_bytes(t.optimizer_bytes)}, activations kept for backward "
+                  f"{human_bytes(t.saved_bytes)}, backward buffers "
+                  f"{human_bytes(t.transient_bytes)}")
+    if fits is not None:
+        console.print(f" Largest batch that fits in {human_bytes(limit)}: "
+                      + (f"{fits:,}" if fits else "none (not even a batch of 1)"))

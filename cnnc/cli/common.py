@@ -47,28 +47,30 @@ def add_set_flag(p) -> None:
                         "flag or give several pairs: --set width=0.5 depth=2")
 
 
-def compile_path(path: str, params: list | dict | None = None):
+def compile_path(path: str, params: list | dict | None = None, *,
+                 input_shape: tuple | None = None):
     """The compiled model of a file (or of standard input for `-`), diagnostics and all, with
     the command's --set values (or `params`); its source is remembered so later errors can
-    quote it."""
+    quote it. `input_shape`: evaluate it at that input instead of the declared one (--input)."""
     from ..pipeline import compile_file, compile_text
     from .report import remember_source
 
     if params is None:
         params = SET_PARAMS.get()
-    model = compile_text(sys.stdin.read(), "<stdin>", params) if path == "-" else \
-        compile_file(path, params)
+    model = compile_text(sys.stdin.read(), "<stdin>", params, input_shape=input_shape) \
+        if path == "-" else compile_file(path, params, input_shape=input_shape)
     remember_source(model.file, model.source)
     return model
 
 
-def load_model(path: str, *, json: bool = False, params: list | dict | None = None):
+def load_model(path: str, *, json: bool = False, params: list | dict | None = None,
+               input_shape: tuple | None = None):
     """The compiled model, ready to run. Warnings are printed (as text, on standard error);
     errors raise CompileError, which `cnnc.cli.main` prints with every diagnostic."""
     from ..diagnostics import WARNING
     from .report import print_diagnostics
 
-    model = compile_path(path, params)
+    model = compile_path(path, params, input_shape=input_shape)
     model.raise_for_errors()
     warnings = [d for d in model.diagnostics if d.severity == WARNING]
     if warnings and not json:
@@ -98,6 +100,34 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def input_dims(text: str) -> tuple:
+    """--input HxWxC (or HxW, one channel, or N, a flat input), as the `input` statement."""
+    parts = text.strip().lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 224x224x3, got {text!r}") from None
+    if not 1 <= len(dims) <= 3 or min(dims) < 1 or max(dims) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"expected a size like 224x224x3 (HxWxC, HxW or N, "
+                                         f"each at least 1), got {text!r}")
+    return dims
+
+
+def add_input_flag(p) -> None:
+    p.add_argument("--input", type=input_dims, metavar="HxWxC", dest="input_shape",
+                   help="evaluate the model at this input instead of the one it declares")
+
+
+def amount(text: str) -> int:
+    """1M, 300M, 256KiB, 8GiB: a count or a number of bytes."""
+    from ..analysis.memory import parse_amount
+
+    try:
+        return parse_amount(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_run_flags(p) -> None:

@@ -48,18 +48,28 @@ def _shrink_note(graph: LayerGraph, layer: Layer) -> list[str]:
     return ["the image shrinks " + " -> ".join(shown)]
 
 
-def infer(graph: LayerGraph) -> list[Diagnostic]:
+def infer(graph: LayerGraph, input_shape: tuple | None = None) -> list[Diagnostic]:
+    """Shapes, settled attributes, parameters and costs of every layer, in one pass.
+
+    With `input_shape` (H, W, C), the model is evaluated at that input instead of the one its
+    `input` statement declares (`--input`, and the size analyses); the written attributes stay
+    as written. Every layer is inferred afresh, so a graph may be inferred again and again."""
     diagnostics: list[Diagnostic] = []
     # receptive field bookkeeping per layer: (rf, jump), None once flat
     rf: dict[str, tuple[int, int] | None] = {}
+    for layer in graph.layers():
+        layer.shape = None
     for layer in graph.layers():
         schema = ops.get(layer.op)
         in_shapes = [graph[n].shape for n in layer.inputs]
         if None in in_shapes:
             continue
+        attrs = layer.attrs
+        if input_shape is not None and layer.name == graph.input:
+            attrs = {**attrs, "shape": tuple(input_shape)}
         try:
             # read-only: a shape rule returns what it settles, it never writes into the attrs
-            result = schema.infer(MappingProxyType(layer.attrs), in_shapes)
+            result = schema.infer(MappingProxyType(attrs), in_shapes)
             if isinstance(result, ops.Inferred):
                 shape, settled = tuple(result.shape), result.settled
             else:

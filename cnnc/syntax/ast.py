@@ -29,7 +29,7 @@ class Value(namedtuple("Value", "kind value text span source", defaults=(None,))
 
     def describe(self) -> str:
         what = {"int": "a number", "float": "a number", "dims": "a size", "name": "a name",
-                "string": "a string", "error": "a malformed value",
+                "string": "a string", "amount": "an amount", "error": "a malformed value",
                 "expr": "an expression"}[self.kind]
         if self.source is not None:
             return f"{what} (`{self.source}` = {self.text})"

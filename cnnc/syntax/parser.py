@@ -102,6 +102,8 @@ class _Indenter:
 _INT = re.compile(r"-?[0-9]+")
 _DIMS = re.compile(r"[0-9]+(?:x[0-9]+)+")
 _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# An amount with a unit: 1M, 2.5G, 300K, 256KiB, 8GiB (the units K, M, G, T and KiB, MiB, GiB, TiB).
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[KMGT]|[KMGT]iB)")
 _STMT = ast.STATEMENTS
 
 
@@ -193,6 +195,10 @@ class _AstBuilder:
                 self._error(span, "too-large", f"the number {text} is too large to be real")
                 return bad
             return ast.Value("float", value, text, span)
+        if _AMOUNT.fullmatch(text):  # 1M, 300M, 256KiB: budgets (cnnc/analysis/budget.py)
+            from ..analysis.memory import parse_amount
+
+            return ast.Value("amount", parse_amount(text), text, span)
         hint = "write sizes as numbers joined by `x`, like 3x3 or 28x28x1"
         if "X" in text or "*" in text:
             hint += " (a lower-case x)"

@@ -99,12 +99,14 @@ def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagno
     diagnostics: list[Diagnostic] = []
     config: TrainConfig | None = None
     for section in sections:
+        if section.name == "budget":  # cnnc/analysis/budget.py reads it
+            continue
         if section.name != "train":
             diagnostics.append(Diagnostic(ERROR, "train-section",
                                           f"unknown section `{section.name}:`",
                                           section.name_span, [],
-                                          did_you_mean(section.name, ["train"])
-                                          or "the only section is `train:`"))
+                                          did_you_mean(section.name, ["train", "budget"])
+                                          or "the sections are `train:` and `budget:`"))
             continue
         if config is not None:
             diagnostics.append(Diagnostic(ERROR, "train-section", "a second `train:` section",

@@ -67,9 +67,11 @@ class NumpySession(Session):
             self.weights[k][...] = np.asarray(tensors[k], dtype=self.dtype)
 
     # -- forward and backward ------------------------------------------------------------------
-    def forward(self, x: np.ndarray, *, training: bool, fused: bool = False, keep: bool = False):
+    def forward(self, x: np.ndarray, *, training: bool, fused: bool = False, keep: bool = False,
+                trace: dict | None = None):
         """Outputs for a batch (x in the backend layout). With keep, also the caches.
-        fused: leave out the output layer's activation, which the loss applies."""
+        fused: leave out the output layer's activation, which the loss applies. `trace`, a
+        dict, receives every layer's output by name (cnnc verify)."""
         ctx = Context(training=training, rng=self.rng)
         absorbed = self.graph.output if fused else None
         values: dict[str, np.ndarray] = {}
@@ -86,6 +88,8 @@ class NumpySession(Session):
                     act_f, _, params = act
                     y, act_cache = act_f(y, **params)
             values[layer.name] = y
+            if trace is not None:
+                trace[layer.name] = y
             if keep:
                 caches[layer.name] = (cache, act_cache)
         out = values[self.graph.output]

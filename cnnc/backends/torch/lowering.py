@@ -560,14 +560,18 @@ class CnncNet(_Container):
             y = fn(y, **params)
         return y
 
-    def forward(self, x, logits: bool = False):
-        if self.sequential:
+    def forward(self, x, logits: bool = False, trace: dict | None = None):
+        """The model's output; `trace`, a dict, receives every layer's output (cnnc verify)."""
+        if self.sequential and trace is None:
             for name, _, _, module, fused in self._steps:
                 x = self._run(name, module, (x,), fused, logits)
             return x
         values = {self.input_name: x}
         for name, inputs, free, module, fused in self._steps:
             values[name] = self._run(name, module, [values[n] for n in inputs], fused, logits)
+            if trace is not None:
+                trace[name] = values[name]
+                continue  # keep every value alive
             for n in free:
                 del values[n]
         return values[self.output_name]
