@@ -34,15 +34,15 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print(render(report))
+        print(render(report, given=args.input_shape is not None))
     return EXIT_OK
 
 
-def render(report) -> str:
+def render(report, given: bool = False) -> str:
     from ..analysis.sizes import AXES, describe_pattern
 
     h, w = report.declared
-    lines = [f"Input {h}x{w}, as written."]
+    lines = [f"Input {h}x{w}, " + ("as --input gives it." if given else "as written.")]
     if report.min_input is None:
         lines.append("No smaller input was found that the model accepts.")
     elif report.only_input:
