@@ -334,3 +334,29 @@ def test_a_plugin_op_without_a_kernel_says_so(tmp_path):
     for backend, line in zip(("numpy", "torch"), lines):
         assert f"backend '{backend}' has no kernel for op 'chanscale'" in line
         assert "register_kernel" in line
+
+
+def test_a_broken_kernel_plugin_is_named_in_the_error(tmp_path):
+    install(tmp_path, "fake_cnnc_brokenkernels",
+            {"fake_trained_ops": TRAINED_OPS,
+             "fake_broken_np": "raise ImportError('needs a library that is not here')\n"},
+            {"trained": "fake_trained_ops"}, kernels={"numpy.broken": "fake_broken_np"})
+    r = run(tmp_path, """
+        import cnnc
+        from cnnc.diagnostics import CnncError
+        model = cnnc.compile("input 4x4x1; chanscale; flatten; dense 2")
+        try:
+            model.to_backend("numpy")
+        except CnncError as e:
+            print(e.message)
+            print(*e.notes, sep="\\n")
+        ok = cnnc.compile("input 4x4x1; conv 2 3; flatten; dense 2")
+        ok.to_backend("numpy")  # the other ops are not affected
+        print("ok")
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "backend 'numpy' has no kernel for op 'chanscale'"
+    assert "the kernel plugin `numpy.broken` (fake_broken_np) failed to load: ImportError: " \
+           "needs a library that is not here" in lines[1]
+    assert lines[-1] == "ok"
