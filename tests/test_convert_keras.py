@@ -244,6 +244,27 @@ def build(input_shape=(32, 32, 3), n=10):
 model = build()
 """
 
+# Squeeze-and-excitation (Multiply with a 1x1xC gate), layer norm, hard swish, `a * b`.
+FUNCTIONAL_GATES = """
+import keras
+from keras import layers
+
+inputs = keras.Input((20, 20, 8))
+x = layers.Conv2D(16, 3, padding="same", activation="hard_swish", name="c1")(inputs)
+x = layers.LayerNormalization(name="ln")(x)
+s = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+s = layers.Conv2D(4, 1, activation="relu", name="reduce")(s)
+s = layers.Conv2D(16, 1, activation="sigmoid", name="expand")(s)
+x = layers.Multiply(name="excite")([x, s])
+y = layers.Conv2D(16, 1, activation="sigmoid", name="gate")(x)
+x = x * y
+x = layers.multiply([x, y], name="again")
+x = layers.Flatten(name="flat")(x)
+x = layers.LayerNormalization(epsilon=1e-6, name="ln_flat")(x)
+outputs = layers.Dense(3, name="head")(x)
+model = keras.Model(inputs, outputs)
+"""
+
 KERAS_MODELS = {
     "tutorial_add": (TUTORIAL_ADD, 1_387_594),
     "tutorial_list": (TUTORIAL_LIST, 421_642),
@@ -255,6 +276,7 @@ KERAS_MODELS = {
     "rescaled": (RESCALED, None),
     "convnet": (CONVNET, 34_826),  # keras.io's figure for this model
     "functional_blocks": (FUNCTIONAL_BLOCKS, None),
+    "functional_gates": (FUNCTIONAL_GATES, None),
 }
 
 
@@ -494,7 +516,7 @@ def test_counts_and_shapes_equal_keras_layer_by_layer(key):
     assert tuple(summary.output_shape) == tuple(model.layers[-1].output.shape)[1:]
     theirs = keras_rows(model, keras)
     # `a + b` on Keras tensors is an operation, not a layer: Keras does not list it
-    ours = [row for row in cnnc_rows(c) if row[0].keras_class != "+"]
+    ours = [row for row in cnnc_rows(c) if row[0].keras_class not in ("+", "*")]
     assert len(ours) == len(theirs)
     named = all(m.keras_name for m, *_ in ours)
     if named:  # functional models: pair by name (Keras orders their layers its own way)

@@ -104,6 +104,12 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], dict]] = {
     "Softmax": (("axis",), {"axis": -1}),
     "ZeroPadding2D": (("padding", "data_format"), {"padding": (1, 1), "data_format": None}),
     "Add": ((), {}),
+    "Multiply": ((), {}),
+    "LayerNormalization": (("axis", "epsilon", "center", "scale", "beta_initializer",
+                            "gamma_initializer", "beta_regularizer", "gamma_regularizer",
+                            "beta_constraint", "gamma_constraint"),
+                           {"axis": -1, "epsilon": 0.001, "center": True, "scale": True,
+                            "beta_initializer": "zeros", "gamma_initializer": "ones"}),
     "Concatenate": (("axis",), {"axis": -1}),
     "InputLayer": (("shape", "batch_size", "dtype", "sparse", "ragged", "batch_shape",
                     "input_tensor"),
@@ -137,9 +143,9 @@ _TRAINING_ONLY = re.compile(r".*_(initializer|regularizer|constraint)$")
 _KNOWN_UNSUPPORTED = {
     "Conv1D", "Conv3D", "Conv2DTranspose", "Conv1DTranspose", "Conv3DTranspose",
     "MaxPooling1D", "MaxPooling3D", "AveragePooling1D", "AveragePooling3D", "UpSampling2D",
-    "Reshape", "Permute", "RepeatVector", "Lambda", "LayerNormalization", "GroupNormalization",
+    "Reshape", "Permute", "RepeatVector", "Lambda", "GroupNormalization",
     "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Cropping2D",
-    "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Embedding", "Multiply", "Subtract",
+    "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Embedding", "Subtract",
     "Average", "Maximum", "Minimum", "Dot", "Attention", "MultiHeadAttention", "Rescaling",
     "Normalization", "Resizing", "RandomFlip", "RandomRotation", "RandomZoom", "RandomCrop",
     "TimeDistributed", "PReLU", "ThresholdedReLU", "LocallyConnected2D", "GlobalAveragePooling1D",
@@ -155,6 +161,9 @@ _ACTIVATIONS = {
     "sigmoid": ("sigmoid", True), "softmax": ("softmax", True), "elu": ("elu", True),
     "gelu": ("gelu", True), "silu": ("silu", True), "swish": ("silu", True),
     "leaky_relu": ("leaky_relu 0.2", False),
+    # Keras 3's hard_swish is x * relu6(x + 3) / 6, as cnnc's (tf.keras 2's hard_sigmoid was
+    # another function, so `hard_sigmoid` is not translated)
+    "hard_swish": ("hardswish", True), "hard_silu": ("hardswish", True),
 }
 _LINEAR = {"linear", None}
 
@@ -649,6 +658,9 @@ class _Reader:
             left, right = self.eval(node.left, env, quiet), self.eval(node.right, env, quiet)
             if isinstance(left, Node) and isinstance(right, Node) and isinstance(node.op, ast.Add):
                 return self.merge("Add", "+", node, [left, right])
+            if isinstance(left, Node) and isinstance(right, Node) \
+                    and isinstance(node.op, ast.Mult):
+                return self.merge("Multiply", "*", node, [left, right])
             return _arith(node, left, right)
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
             left, right = self.eval(node.left, env, quiet), self.eval(node.comparators[0], env,
@@ -735,14 +747,15 @@ class _Reader:
             return self.make_input(node, env, name)
         if name in ("Model", "Functional"):
             return self.make_functional(node, env)
-        if name in ("add", "concatenate") and (dotted in (name,) or ".layers." in f".{dotted}"
-                                               or dotted.startswith("layers.")):
+        if name in ("add", "concatenate", "multiply") and (
+                dotted in (name,) or ".layers." in f".{dotted}" or dotted.startswith("layers.")):
             args, kwargs = self.bind_simple(node, env, ("inputs", "axis"))
             inputs = args.get("inputs")
             if not isinstance(inputs, (list, tuple)) or not all(isinstance(t, Node)
                                                                 for t in inputs):
                 raise _Unsupported(node, f"`{dotted}` needs a list of Keras tensors")
-            layer = KLayer("Add" if name == "add" else "Concatenate", dotted, node,
+            layer = KLayer({"add": "Add", "concatenate": "Concatenate",
+                            "multiply": "Multiply"}[name], dotted, node,
                            {k: v for k, v in args.items() if k in ("axis", "name")},
                            {k: v for k, v in kwargs.items() if k in ("axis", "name")})
             return self.merge_layer(layer, node, list(inputs))
@@ -1022,7 +1035,7 @@ class _Reader:
                                                         for k in node.keywords):
             raise _Unsupported(node, f"`{layer.written}` is called with other than one input")
         value = self.eval(node.args[0], env)
-        if layer.cls in ("Add", "Concatenate"):
+        if layer.cls in ("Add", "Concatenate", "Multiply"):
             if _failed(value):
                 raise _Unsupported(node, "")
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, Node)
@@ -1114,7 +1127,7 @@ class _Reader:
             for layer, site in model.layers:
                 if layer.cls == "InputLayer":
                     raise _Unsupported(site, "an `InputLayer` after the first layer")
-                if layer.cls in ("Add", "Concatenate"):
+                if layer.cls in ("Add", "Concatenate", "Multiply"):
                     raise _Unsupported(site, f"`{layer.written}` in a Sequential model: it "
                                        "merges several tensors, which needs the functional API")
                 self.claim(layer, site)
@@ -1269,7 +1282,7 @@ class _Emitter:
             if n.layer is None:
                 continue
             prev = nodes[pos - 1]
-            if n.layer.cls in ("Add", "Concatenate"):
+            if n.layer.cls in ("Add", "Concatenate", "Multiply"):
                 needs_name.update(i.index for i in n.inputs)
             elif n.inputs[0] is not prev:
                 needs_name.add(n.inputs[0].index)
@@ -1286,12 +1299,12 @@ class _Emitter:
                           f"line {n.site.lineno}: {self.r.segment(n.site)}")
                 current = n
                 continue
-            if n.layer.cls in ("Add", "Concatenate"):
+            if n.layer.cls in ("Add", "Concatenate", "Multiply"):
                 if current not in n.inputs:
                     self.line(f"from {names[n.inputs[0].index]}", n.site, "")
                     current = n.inputs[0]
-                texts = [("add " if n.layer.cls == "Add" else "concat ")
-                         + " ".join(names[i.index] for i in n.inputs)]
+                head = {"Add": "add", "Concatenate": "concat", "Multiply": "mul"}[n.layer.cls]
+                texts = [f"{head} " + " ".join(names[i.index] for i in n.inputs)]
                 if n.layer.cls == "Concatenate":
                     self.check_axis(n.layer)
             else:
@@ -1312,7 +1325,7 @@ class _Emitter:
                 self.layer_maps.append(LayerMap(z.cls if z.cls != "_Augmentation" else
                                                 z.written, z.name, z.call.lineno,
                                                 z.call.col_offset + 1, []))
-            self.layer_maps.append(LayerMap(n.layer.written if n.layer.written == "+" else
+            self.layer_maps.append(LayerMap(n.layer.written if n.layer.written in ("+", "*") else
                                             n.layer.cls, n.layer.name, n.site.lineno,
                                             n.site.col_offset + 1,
                                             list(range(first_line, first_line + len(lines)))))
@@ -1561,6 +1574,17 @@ class _Emitter:
             # Keras keeps `momentum` of the running statistics; cnnc (as PyTorch) takes that
             # much of the new batch: cnnc momentum = 1 - Keras momentum.
             return [f"batchnorm eps={_num(eps)} momentum={_one_minus(momentum)}"]
+        if cls == "LayerNormalization":
+            self.check_axis(layer)
+            for key in ("center", "scale"):
+                if not self.flag(layer, key):
+                    raise _Unsupported(layer.at(key), f"{key}=False: cnnc's layernorm always "
+                                       "learns a scale and a shift")
+            eps = layer.get("epsilon")
+            if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps <= 1:
+                raise _Unsupported(layer.at("epsilon"), f"epsilon={eps!r} is not a number in "
+                                   "[0, 1]")
+            return [f"layernorm eps={_num(eps)}"]  # Keras' default 1e-3; cnnc's 1e-5
         if cls == "Dropout":
             rate = layer.get("rate")
             if not isinstance(rate, (int, float)) or isinstance(rate, bool) \
@@ -1654,7 +1678,8 @@ class _Emitter:
         axis = layer.get("axis")
         if axis not in (-1, 3):
             raise _Unsupported(layer.at("axis"), f"axis={axis!r}: cnnc's `"
-                               + ("batchnorm" if layer.cls == "BatchNormalization" else "concat")
+                               + {"BatchNormalization": "batchnorm",
+                                  "LayerNormalization": "layernorm"}.get(layer.cls, "concat")
                                + "` works on the channels (the last axis, -1)")
 
     # -- train: --
