@@ -186,7 +186,7 @@ def run_rounds(contenders, batches, args, device):
     """Images/s of each contender per round; rounds alternate between contenders."""
     per_round = args.steps
     times = {c[0]: [] for c in contenders}
-    for name, step, finish, _ in contenders:  # warm-up: caches, allocators, layout timing
+    for _name, step, finish, _ in contenders:  # warm-up: caches, allocators, layout timing
         for idx in batches[:args.warmup]:
             step(idx)
         finish()

@@ -124,7 +124,9 @@ CODES = {
     "weights": "a weights file is missing, corrupt, or does not fit the model",
     "backend": "a backend cannot run this model",
     "device": "the device asked for is not there or cannot do what was asked",
-    "diverged": "training stopped because the loss became NaN or infinite",
+    "diverged": "training stopped because the loss became NaN or infinite, or grew over 1,000 "
+                "times its first value",
+    "memory": "the model and its batch need more memory than the machine has (or --max-memory)",
     "usage": "the command line is malformed",
     "io": "a file could not be read or written",
     "convert": "Keras code that `cnnc convert` cannot translate (or translates without a setting)",

@@ -8,31 +8,111 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .diagnostics import ERROR, CompileError, Diagnostic, Span
 
 MAX_SOURCE_BYTES = 16 << 20  # a model file larger than this is not a model
+FIFO_WAIT_SECONDS = 2.0  # how long a named pipe with no writer is waited on
+
+
+STDIN = "-"  # the path that names standard input
 
 
 def read_source(path: str | os.PathLike) -> tuple[str, list[Diagnostic]]:
-    """A model file's text, or a diagnostic saying why it cannot be read (missing, binary...)."""
-    file = str(path)
+    """A model file's text, or a diagnostic saying why it cannot be read (missing, binary...).
+
+    `-` reads standard input. At most MAX_SOURCE_BYTES are read whatever the file claims to be:
+    a device (/dev/zero) or a pipe reports a size of 0, so the limit counts the bytes as they
+    come. A named pipe that nothing writes to reads as empty instead of blocking."""
+    file = "<stdin>" if str(path) == STDIN else str(path)
     span = Span(file, 1, 1, 1, 1)
+
+    def fail(message, hint=None):
+        return "", [Diagnostic(ERROR, "io", message, span, [], hint)]
+
     try:
-        size = os.path.getsize(path)
-        if size > MAX_SOURCE_BYTES:
-            return "", [Diagnostic(ERROR, "io", f"the file is {size:,} bytes; a model file is "
-                                   f"at most {MAX_SOURCE_BYTES:,}", span, [])]
-        with open(path, "rb") as f:  # (not pathlib: importing it costs `cnnc check` ~3 ms)
-            data = f.read()
+        data, regular = _read_limited(path)
+    except _StdinClosed:
+        return fail("standard input is closed", "pass a model file, or pipe one into `-`")
     except FileNotFoundError:
-        return "", [Diagnostic(ERROR, "io", "no such file", span, [])]
+        return fail("no such file")
     except IsADirectoryError:
-        return "", [Diagnostic(ERROR, "io", "this is a directory, not a model file", span, [])]
+        return fail("this is a directory, not a model file")
     except OSError as e:
-        return "", [Diagnostic(ERROR, "io", f"cannot read the file: {e.strerror}", span, [])]
+        return fail(f"cannot read the file: {e.strerror or e}")
+    if len(data) > MAX_SOURCE_BYTES:
+        return fail(f"the input is over {MAX_SOURCE_BYTES:,} bytes; a model file is at most "
+                    f"{MAX_SOURCE_BYTES:,}", None if regular else
+                    "it is not a regular file: a device or a pipe that does not end")
+    if not data and not regular and file != "<stdin>":
+        return fail("nothing to read: this is a pipe or device that gave no data",
+                    "pass a model file")
+    return decode_source(data, file)
+
+
+class _StdinClosed(Exception):
+    pass
+
+
+def _read_limited(path) -> tuple[bytes, bool]:
+    """(up to MAX_SOURCE_BYTES + 1 bytes of the file, whether it is a regular file)."""
+    import stat
+    import sys
+
+    if str(path) == STDIN:
+        stream = getattr(sys.stdin, "buffer", None) if sys.stdin is not None else None
+        if stream is None:
+            raise _StdinClosed
+        try:
+            fd = stream.fileno()
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except (OSError, ValueError):  # no file descriptor: an in-memory stream
+            return stream.read(MAX_SOURCE_BYTES + 1), False
+        return _read_fd(fd), regular
+    # O_NONBLOCK: opening a named pipe with no writer would wait for one forever.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        regular = stat.S_ISREG(mode)
+        data = _read_fd(fd)
+        if not data and stat.S_ISFIFO(mode):  # no writer yet: give one a moment to come
+            deadline = time.monotonic() + FIFO_WAIT_SECONDS
+            while not data and time.monotonic() < deadline:
+                time.sleep(0.05)
+                data = _read_fd(fd)
+        return data, regular
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    """Read to the end or to MAX_SOURCE_BYTES + 1 bytes; a non-blocking descriptor that has
+    nothing yet is waited on (select). A pipe with no writer reads as empty."""
+    import select
+
+    chunks, total = [], 0
+    while total <= MAX_SOURCE_BYTES:
+        try:
+            chunk = os.read(fd, min(1 << 20, MAX_SOURCE_BYTES + 1 - total))
+        except BlockingIOError:
+            select.select([fd], [], [])
+            continue
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def decode_source(data: bytes, file: str) -> tuple[str, list[Diagnostic]]:
+    """Model text from bytes, strictly UTF-8 (a byte-order mark is dropped), with no NUL."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -229,10 +309,12 @@ def _overrides(params) -> tuple[dict, list[Diagnostic]]:
 
 def compile_file(path: str | os.PathLike, params: dict | None = None, *,
                  input_shape: tuple | None = None) -> Model:
+    """Compile a model file; `-` reads standard input (and is named `<stdin>`)."""
+    file = "<stdin>" if str(path) == STDIN else str(path)
     text, diagnostics = read_source(path)
     if diagnostics:
-        return Model(file=str(path), source="", diagnostics=diagnostics)
-    return compile_text(text, str(path), params, input_shape=input_shape)
+        return Model(file=file, source="", diagnostics=diagnostics)
+    return compile_text(text, file, params, input_shape=input_shape)
 
 
 def compile(source: str | os.PathLike, *, file: str | None = None,

@@ -12,8 +12,7 @@ import pytest
 import cnnc
 from cnnc.data import Dataset
 from cnnc.train import engine
-from cnnc.train.augment import (ERASE_AREA, Augmentation, apply_numpy, check_applicable,
-                                plan_batch)
+from cnnc.train.augment import ERASE_AREA, Augmentation, apply_numpy, check_applicable, plan_batch
 from cnnc.train.config import TrainConfig
 from cnnc.train.engine import read_header, read_metrics, train
 

@@ -384,7 +384,8 @@ CASES_REFUSED = [
     ("import keras\nm = keras.Sequential([keras.layers.Conv2D(8, 3)])\n",
      "has no input shape", 2, 5),
     (("import keras\nm = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),\n"
-     "    keras.layers.Dense(4, activation='selu')])"), "activation='selu': the activation has no cnnc equivalent", 3, 27),
+     "    keras.layers.Dense(4, activation='selu')])"),
+     "activation='selu': the activation has no cnnc equivalent", 3, 27),
     (("import keras, random\nm = keras.Sequential([keras.Input((8, 8, 1))])\n"
      "if random.random() > 0.5:\n    m.add(keras.layers.Flatten())\n"),
      "only when the code runs", 3, 1),

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import cnnc.data as data
-from cnnc.data import Dataset, check_fits, dataset_names, load_dataset, register_dataset
-from cnnc.data import _registry, idx
+from cnnc.data import Dataset, _registry, check_fits, dataset_names, idx, load_dataset, register_dataset
 from cnnc.diagnostics import CnncError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

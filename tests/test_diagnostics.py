@@ -104,7 +104,9 @@ def test_json_agrees_with_text(case, monkeypatch):
     heads = re.findall(r"^(\S+):(\d+):(\d+): (error|warning): (.*)  \[([a-z-]+)\]$", text, re.M)
     heads += [(None, "None", "None", *h) for h in
               re.findall(r"^cnnc: (error|warning): (.*)  \[([a-z-]+)\]$", text, re.M)]
-    key = (lambda h: (h[0] is not None, h))
+    def key(h):
+        return (h[0] is not None, h)
+
     assert sorted([(d["file"], str(d["line"]), str(d["column"]), d["severity"], d["message"],
                     d["code"]) for d in report["diagnostics"]], key=key) == sorted(heads, key=key)
 

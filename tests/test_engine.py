@@ -20,8 +20,7 @@ from cnnc.diagnostics import CODES, CnncError
 from cnnc.train import engine
 from cnnc.train.checkpoint import load_safetensors
 from cnnc.train.config import TrainConfig
-from cnnc.train.engine import (EPOCH_KEYS, epoch_permutation, rank_rows, read_metrics,
-                               split_indices, train)
+from cnnc.train.engine import EPOCH_KEYS, epoch_permutation, rank_rows, read_metrics, split_indices, train
 from cnnc.train.progress import PlainReporter, Reporter, epoch_line, make_reporter
 
 
@@ -209,14 +208,32 @@ def test_resume_repeats_the_uninterrupted_batches(tmp_path):
 def test_resume_truncates_records_after_the_saved_epoch(tmp_path):
     train(fake_model(), FakeSession(), fake_data(), CONFIG.merged(epochs=2), out_dir=tmp_path)
     metrics = tmp_path / "metrics.jsonl"
-    # a later epoch's record that never made it into the state (and a torn line)
-    metrics.write_text(metrics.read_text() + json.dumps({"epoch": 3, "train_loss": 9.0})
-                       + "\n{\"epo")
+    # a later epoch's record that never made it into the state
+    metrics.write_text(metrics.read_text() + json.dumps({"epoch": 3, "train_loss": 9.0}) + "\n")
     train(fake_model(), FakeSession(), fake_data(), CONFIG.merged(epochs=3), out_dir=tmp_path,
           resume=True)
     records = read_metrics(metrics)
     assert [r.get("epoch") for r in records] == [1, 2, 3, None]
     assert records[2]["train_loss"] != 9.0
+
+
+@pytest.mark.parametrize("damage", ["torn", "garbage", "not-utf8"])
+def test_resume_refuses_damaged_metrics_and_leaves_them(tmp_path, damage):
+    train(fake_model(), FakeSession(), fake_data(), CONFIG.merged(epochs=3), out_dir=tmp_path)
+    metrics = tmp_path / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    bad = {"torn": b'{"epo', "garbage": b"garbage\n", "not-utf8": b"\xff\xfe\n"}[damage]
+    damaged = b"".join(lines[:1] + [bad] + lines[1:])
+    metrics.write_bytes(damaged)
+    with pytest.raises(CnncError, match="line 2 is not a JSON record") as err:
+        train(fake_model(), FakeSession(), fake_data(), CONFIG.merged(epochs=4),
+              out_dir=tmp_path, resume=True)
+    assert "move the file away" in err.value.hint
+    assert metrics.read_bytes() == damaged  # nothing rewritten, nothing lost
+    metrics.unlink()  # the hint's fix: the state holds every record
+    train(fake_model(), FakeSession(), fake_data(), CONFIG.merged(epochs=4), out_dir=tmp_path,
+          resume=True)
+    assert [r.get("epoch") for r in read_metrics(metrics)] == [1, 2, 3, 4, None]
 
 
 def test_resume_refuses_a_changed_model_or_missing_files(tmp_path):
@@ -254,10 +271,15 @@ def test_resume_when_done_only_evaluates(tmp_path):
     assert [r.get("epoch") for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, None]
 
 
-def test_a_fresh_run_clears_an_old_one(tmp_path):
+def test_a_fresh_run_clears_an_old_one_only_when_told(tmp_path):
     train(fake_model(), FakeSession(), fake_data(), CONFIG.merged(epochs=2), out_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(CnncError, match="already holds a training run") as err:
+        train(fake_model(), FakeSession(), fake_data(), CONFIG, out_dir=tmp_path)
+    assert "--resume" in err.value.hint and "--overwrite" in err.value.hint
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     result = train(fake_model(), FakeSession(interrupt_at=(1, 2)), fake_data(), CONFIG,
-                   out_dir=tmp_path)
+                   out_dir=tmp_path, overwrite=True)
     assert result.interrupted and result.completed_epoch == 0
     assert not (tmp_path / "state.safetensors").exists()  # no stale run to resume by mistake
     assert read_metrics(tmp_path / "metrics.jsonl") == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from optional_torch import torch  # a stand-in that skips when torch is absent
 
 from cnnc.backends.numpy.optim import SGD, Adam, Optimizer, make_optimizer
 

@@ -425,13 +425,36 @@ def test_compile_failure_is_a_cnnc_error(monkeypatch, digits):
 
 @pytest.mark.slow
 def test_compile_trains_like_eager(digits):
+    """torch.compile takes the same training steps as eager mode, within what float32 allows:
+    the method of test_layouts_train_alike (a few steps' updates against float64, a tolerance
+    from the rounding noise measured in the same run and the size of one flipped decision)."""
     model = compiled("input 8x8x1; conv 8 3x3 pad=same relu; pool 2; flatten; dense 10 softmax")
     config = TrainConfig(optimizer="sgd", lr=0.05, batch_size=64)
-    w = [train_epochs(model.to_backend("torch", seed=0, device="cpu", channels_last=False,
-                                       compile=c), digits, config, 1).get_weights()
-         for c in (False, True)]
-    for k in w[0]:
-        np.testing.assert_allclose(w[1][k], w[0][k], rtol=1e-3, atol=1e-5, err_msg=k)
+    steps = 3
+    idx = np.random.default_rng(0).permutation(len(digits.train_x))
+
+    def updates(compile, dtype):
+        s = model.to_backend("torch", seed=0, device="cpu", channels_last=False,
+                             compile=compile, dtype=dtype)
+        s.configure_optimizer(config)
+        data = s.put(digits.train_x, digits.train_y)
+        before = {k: v.astype(np.float64) for k, v in s.get_weights().items()}
+        for i in range(steps):
+            float(s.train_step(data, idx[i * 64:(i + 1) * 64])[0])
+        return {k: v.astype(np.float64) - before[k] for k, v in s.get_weights().items()}
+
+    def rms_rel(a, b):
+        num = sum(float(np.sum((a[k] - b[k]) ** 2)) for k in b)
+        return (num / sum(float(np.sum(b[k] ** 2)) for k in b)) ** 0.5
+
+    truth = updates(False, "float64")
+    noise = rms_rel(updates(False, "float32"), truth)  # measured: 1.2e-6 to 1.7e-6, 4 seeds
+    # measured: the compiled run's error was 1.00x the eager one's (4 seeds); 8x leaves room
+    # for other compilers' fusions. A flipped ReLU or max-pool decision moves at most one of
+    # the batch x H x W contributions to an update per step.
+    allowed = max(8 * noise, steps / (config.batch_size * 8 * 8))
+    err = rms_rel(updates(True, "float32"), truth)
+    assert err <= allowed, f"compiled differs by {err:.3g} (allowed {allowed:.3g})"
 
 
 def test_importing_cnnc_does_not_import_torch():

@@ -10,7 +10,8 @@ Training, for a batch of N and an optimizer. Resident the whole time: the parame
 buffers, one gradient per parameter, and the optimizer's state (SGD with momentum: one buffer a
 parameter; Adam: two). During the step, the activations autograd keeps for the backward pass, as
 PyTorch's own backward formulas keep them (derivatives.yaml): a convolution, dense layer, batch
-norm, layer norm or average pool keeps its input (batch and layer norm also their mean and 1/std); ReLU, sigmoid, tanh, softmax and ELU keep their
+norm, layer norm or average pool keeps its input (batch and layer norm also their mean and
+1/std); ReLU, sigmoid, tanh, softmax and ELU keep their
 output; GELU, SiLU, leaky ReLU, ReLU6 and the hard activations keep their input; max pooling
 keeps its input and the int64 indices of its maxima; dropout keeps its mask (float32 on the CPU,
 where PyTorch multiplies by it); add, concat

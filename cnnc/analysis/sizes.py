@@ -391,7 +391,7 @@ def _min_input(graph, declared, los, broken) -> tuple[int, int] | None:
     for axis in (0, 1):
         start = 1 if broken[axis] else los[axis]
 
-        def ok(x):
+        def ok(x, axis=axis):
             return _runs_at(graph, *((x, declared[1]) if axis == 0 else (declared[0], x)))
 
         x = start
@@ -414,7 +414,7 @@ def _accepted_runs(graph, declared, min_input, fixed_by):
     for axis in (0, 1):
         lo = min_input[axis]
 
-        def ok(x):
+        def ok(x, axis=axis):
             hw = (x, declared[1]) if axis == 0 else (declared[0], x)
             shapes, params = _graph_at(graph, *hw)
             return shapes is not None and params == base

@@ -53,15 +53,44 @@ def plan_loss(model, name: str = "auto") -> LossPlan:
                         "training needs one output per class", code="backend",
                         hint="end the model with `flatten` or `pool global avg` and `dense K`")
     classes = out_shape[0]
-    last = model.graph[model.graph.output].activation
+    layer = model.graph[model.graph.output]
+    last = layer.activation
     if name == "auto":
         name = "bce" if classes == 1 else "cross_entropy"
     if name == "cross_entropy" and classes == 1:
         raise CnncError("cross-entropy needs at least two outputs, but the model has one",
                         code="backend", hint="use `loss bce` for a single sigmoid output")
+    if name == "bce" and classes != 1:
+        raise CnncError(f"binary cross-entropy (bce) scores one output, a yes/no, but the model "
+                        f"has {classes:,} outputs, one per class", code="backend",
+                        span=layer.span, hint="use `loss cross_entropy` (or `--loss auto`) for "
+                                              "several classes, or end with `dense 1 sigmoid`")
+    if name == "bce" and last == "softmax":
+        raise CnncError("the model ends in softmax on its one output, which is always 1: "
+                        "nothing can be learnt", code="backend",
+                        span=layer.span, hint="end the model with `dense 1 sigmoid` (or no "
+                                              "activation)")
     act = find_activation(last)
     fused = act is not None and act.absorbed_by == name
     return LossPlan(name, fused, classes)
+
+
+def loss_warnings(model, name: str = "auto") -> list:
+    """Warnings for a loss that runs but does not suit the model's last activation: cross-entropy
+    reads logits (or a softmax's probabilities), and a sigmoid or tanh squashes them first."""
+    from ..diagnostics import WARNING, Diagnostic
+
+    if len(model.output_shape) != 1 or model.output_shape[0] < 2:
+        return []
+    layer = model.graph[model.graph.output]
+    if (name in ("auto", "cross_entropy")) and layer.activation in ("sigmoid", "tanh"):
+        classes = model.output_shape[0]
+        return [Diagnostic(WARNING, "backend", f"the model ends in {layer.activation} over "
+                           f"{classes:,} outputs, but cross-entropy reads the outputs as logits "
+                           "(or a softmax's probabilities): training will be slow or stall",
+                           layer.span, [], f"end the model with `dense {classes} softmax` (or "
+                                           "no activation), or use `--loss mse`")]
+    return []
 
 
 def check_weights(expected: dict[str, tuple], given: dict[str, np.ndarray], source: str) -> None:
@@ -70,7 +99,13 @@ def check_weights(expected: dict[str, tuple], given: dict[str, np.ndarray], sour
     unexpected = [k for k in given if k not in expected]
     wrong = [(k, tuple(given[k].shape), tuple(expected[k])) for k in expected
              if k in given and tuple(given[k].shape) != tuple(expected[k])]
-    if not (missing or unexpected or wrong):
+    # Weights are real numbers: integer or boolean tensors are some other file's, and would
+    # load as nonsense without a word.
+    kinds = [(k, np.asarray(given[k]).dtype) for k in expected if k in given
+             and np.asarray(given[k]).dtype.kind not in "f"]
+    nonfinite = [] if (wrong or kinds) else [
+        k for k in expected if k in given and not np.isfinite(given[k]).all()]
+    if not (missing or unexpected or wrong or kinds or nonfinite):
         return
     notes = []
     if missing:
@@ -80,6 +115,10 @@ def check_weights(expected: dict[str, tuple], given: dict[str, np.ndarray], sour
                      + (" ..." if len(unexpected) > 8 else ""))
     for k, got, want in wrong[:8]:
         notes.append(f"{k}: the file has shape {got}, the model needs {want}")
+    for k, dtype in kinds[:8]:
+        notes.append(f"{k}: the file has {dtype} values; weights are floating-point numbers")
+    for k in nonfinite[:8]:
+        notes.append(f"{k}: the file holds NaN or infinite values (weights of a diverged run?)")
     raise CnncError(f"the weights in {source} do not fit this model", notes=notes,
                     code="weights", hint="were they trained from another model file?")
 
@@ -146,6 +185,7 @@ class Session(ABC):
     def begin_epoch(self, epoch: int) -> None:
         """Called before each epoch (1-based). A backend whose training draws random numbers
         (dropout) reseeds them here from (seed, epoch), so a resumed run repeats them exactly."""
+        return None
 
 
 def images_for(model, x: np.ndarray) -> np.ndarray:

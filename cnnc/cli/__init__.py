@@ -56,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and exit with its code (SystemExit, as argparse does)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up: no traceback
+        sys.stderr.write("cnnc: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -11,7 +11,6 @@ import argparse
 import contextvars
 import os
 import re
-import sys
 
 # Data sets that are searched for in folders: `--data DIR` with one of these in the model's
 # `train:` section means "look for it in DIR".
@@ -52,13 +51,13 @@ def compile_path(path: str, params: list | dict | None = None, *,
     """The compiled model of a file (or of standard input for `-`), diagnostics and all, with
     the command's --set values (or `params`); its source is remembered so later errors can
     quote it. `input_shape`: evaluate it at that input instead of the declared one (--input)."""
-    from ..pipeline import compile_file, compile_text
+    from ..pipeline import compile_file
     from .report import remember_source
 
     if params is None:
         params = SET_PARAMS.get()
-    model = compile_text(sys.stdin.read(), "<stdin>", params, input_shape=input_shape) \
-        if path == "-" else compile_file(path, params, input_shape=input_shape)
+    # `-`: standard input, read as strictly as a file
+    model = compile_file(path, params, input_shape=input_shape)
     remember_source(model.file, model.source)
     return model
 
@@ -82,21 +81,50 @@ def load_model(path: str, *, json: bool = False, params: list | dict | None = No
 # Argument types and shared flags
 
 
-def positive_int(text: str) -> int:
+# The ranges of the `train:` section's settings (cnnc/train/config.py), so that a flag is
+# refused where the same value in a model file would be.
+MAX_INT = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        # Python refuses to convert over 4,300 digits; over 20 is out of range anyway.
+        return int(text) if len(text.strip()) <= 20 else MAX_INT + 1
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+
+
+def positive_int(text: str) -> int:
+    value = _whole(text)
+    if not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_INT}, got "
+                                         f"{text[:30]}")
     return value
 
 
-def positive_float(text: str) -> float:
+def seed(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_INT}, got "
+                                         f"{text[:30]}")
+    return value
+
+
+def _float(text: str) -> float:
+    """A finite number that float32 arithmetic can hold."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not abs(value) <= FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"expected a finite number (at most 3.4e38), "
+                                         f"got {text[:30]}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
@@ -130,6 +158,31 @@ def amount(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction of at least 0 and below 1, "
+                                         f"got {value}")
+    return value
+
+
+def memory_size(text: str) -> int:
+    from ..memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 4G or 512M, got {text!r}"
+                                         ) from None
+
+
 def add_run_flags(p) -> None:
     """--backend, --data, --device: the flags of every command that runs a model."""
     p.add_argument("--backend", default=None, metavar="NAME",
@@ -142,6 +195,9 @@ def add_run_flags(p) -> None:
                         "instead of stopping")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="torch: where to run (auto takes a GPU when there is one)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                   help="refuse a model whose estimated memory exceeds SIZE (like 4G or 512M; "
+                        "default: the memory available)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +225,20 @@ def _search_folder(data: str, spec: str) -> bool:
     from ..data.folder import is_image_folder
 
     return not is_image_folder(data)
+
+
+def check_config(config) -> None:
+    """Refuse settings the `train:` section would refuse, whether they came from the file or
+    from flags (the file's own are reported with their line by `cnnc check`): combinations such
+    as nesterov=true in the file with --momentum 0."""
+    from ..diagnostics import CnncError
+    from ..train.config import config_problems
+
+    found = config_problems(config)
+    if found:
+        field, message, hint = found[0]
+        raise CnncError(message, code="usage", notes=[m for _, m, _ in found[1:]],
+                        hint=hint or f"pass a valid --{field.replace('_', '-')}")
 
 
 def backend_options(args) -> dict:

@@ -25,6 +25,9 @@ def run(args) -> int:
 
     model = load_model(args.file, json=args.json)
     config = train_config(model, args)
+    from ..train.memory import check_memory
+
+    check_memory(model, args.batch_size, 0, limit=args.max_memory, training=False)
     weights, meta = load_safetensors(args.weights)  # before the data: a typo fails fast
     ds = load_data(model, args, config)
     session = model.to_backend(args.backend or "numpy", seed=config.seed, loss=config.loss,

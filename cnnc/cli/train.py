@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_run_flags, positive_float, positive_int
+from .common import add_run_flags, fraction, non_negative_float, positive_float, positive_int, seed
 from .report import EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -22,13 +22,13 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, metavar="N")
     p.add_argument("--lr", type=positive_float, metavar="F", help="learning rate")
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--momentum", type=float, metavar="F", help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, metavar="F")
+    p.add_argument("--momentum", type=non_negative_float, metavar="F", help="SGD momentum")
+    p.add_argument("--weight-decay", type=non_negative_float, metavar="F")
     p.add_argument("--schedule", choices=["constant", "cosine"],
                    help="learning rate: constant, or cosine decay to 0 over the run")
     p.add_argument("--loss", choices=["auto", "cross_entropy", "bce", "mse"])
-    p.add_argument("--seed", type=int, metavar="N")
-    p.add_argument("--val-split", type=float, metavar="F",
+    p.add_argument("--seed", type=seed, metavar="N")
+    p.add_argument("--val-split", type=fraction, metavar="F",
                    help="fraction of the training images held out for validation")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="augment: mirror training images left-right at random")
@@ -39,7 +39,9 @@ def add_parser(sub) -> None:
                         "probability P")
     p.add_argument("--out", metavar="DIR", help="write metrics.jsonl and checkpoints here")
     p.add_argument("--resume", action="store_true",
-                   help="continue from DIR/last.safetensors (needs --out)")
+                   help="continue the run saved in DIR (needs --out)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run DIR holds (otherwise a folder with a run is refused)")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use only the first N training images (quick experiments)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -49,34 +51,60 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import contextlib
     import os
-    import sys
 
     from ..diagnostics import CnncError
-    from ..train.augment import Augmentation
-    from ..train.engine import BEST, LAST, METRICS, split_indices, train
-    from ..train.progress import make_reporter
-    from ..train.runs import new_run_dir, write_run_files
-    from ..viz.curves import CurvesReporter
-    from .common import backend_options, load_data, load_model, train_config
+    from ..train.memory import check_memory, optimizer_slots
+    from .common import check_config, load_model, train_config
 
     model = load_model(args.file)
     config = train_config(model, args)
-    if not 0 <= config.val_split < 1:
-        raise CnncError(f"--val-split must be at least 0 and below 1, not {config.val_split}",
-                        code="usage")
+    check_config(config)
     if config.shift < 0:
         raise CnncError(f"--shift must be 0 or more pixels, not {config.shift}", code="usage")
     if not 0 <= config.erase < 1:
         raise CnncError(f"--erase must be a probability at least 0 and below 1, not "
                         f"{config.erase}", code="usage")
+    check_memory(model, config.batch_size, optimizer_slots(config), limit=args.max_memory)
+    if model.summary().trainable_params == 0:
+        raise CnncError("the model has no trainable parameters: there is nothing to train",
+                        code="usage", span=model.graph[model.graph.input].span,
+                        hint="add a layer with weights (conv, dense, bn)")
     if args.resume and not args.out:
         raise CnncError("--resume needs --out DIR: the folder of the run to continue",
                         code="usage", hint=f"cnnc train {args.file} --out DIR --resume")
-    if args.resume:  # before the slow part: loading the data, building the backend
-        from ..train.engine import require_resume_files
+    if args.out is None:
+        return _train(model, args, config)
+    from ..train.rundir import check_out_dir, locked
 
-        require_resume_files(args.out, args.file)
+    # All before the slow part (loading the data, building the backend): a folder that cannot
+    # take the run, or that another training is using, fails at once.
+    check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    # Under torchrun only rank 0 writes the folder, so only it holds the lock.
+    first_rank = os.environ.get("RANK", "0").strip() in ("", "0")
+    with locked(args.out) if first_rank else contextlib.nullcontext():
+        if args.resume:
+            from ..train.engine import require_resume_files
+
+            require_resume_files(args.out, args.file)
+        return _train(model, args, config)
+
+
+def _train(model, args, config) -> int:
+    import os
+    import sys
+
+    from ..backends.base import loss_warnings
+    from ..train.augment import Augmentation
+    from ..train.engine import BEST, LAST, METRICS, split_indices, train
+    from ..train.progress import make_reporter
+    from ..train.runs import new_run_dir, write_run_files
+    from ..viz.curves import CurvesReporter
+    from .common import backend_options, load_data
+    from .report import print_diagnostics
+
+    print_diagnostics(loss_warnings(model, config.loss))
     ds = load_data(model, args, config, limit=args.limit)
     backend = args.backend or "numpy"
     if backend == "numpy":
@@ -122,7 +150,7 @@ def run(args) -> int:
         reporter = CurvesReporter(reporter, args.out, resume=args.resume)
     result = train(model, session, ds, config, out_dir=args.out, resume=args.resume,
                    reporter=reporter, log=lambda text: print(text, file=sys.stderr),
-                   model_file=os.path.basename(model.file))
+                   model_file=os.path.basename(model.file), overwrite=args.overwrite)
     if result.interrupted:
         if main:
             _report_interrupt(args, result)

@@ -10,6 +10,12 @@ machine, or downloaded on first use: `cnnc.data.download`), `shapes` (synthetic)
 data sets through the entry-point group ``cnnc.datasets`` (see `cnnc.data._registry`).
 """
 
+# Importing the loaders registers them.
+from cnnc.data import digits as _digits  # noqa: E402,F401
+from cnnc.data import folder as _folder  # noqa: E402,F401
+from cnnc.data import idx as _idx  # noqa: E402,F401
+from cnnc.data import npz as _npz  # noqa: E402,F401
+from cnnc.data import shapes as _shapes  # noqa: E402,F401
 from cnnc.data._registry import (
     ENTRY_POINT_GROUP,
     Dataset,
@@ -19,13 +25,6 @@ from cnnc.data._registry import (
     load_dataset,
     register_dataset,
 )
-
-# Importing the loaders registers them.
-from cnnc.data import digits as _digits  # noqa: E402,F401
-from cnnc.data import folder as _folder  # noqa: E402,F401
-from cnnc.data import idx as _idx  # noqa: E402,F401
-from cnnc.data import npz as _npz  # noqa: E402,F401
-from cnnc.data import shapes as _shapes  # noqa: E402,F401
 
 DEFAULT_DATASET = "digits"
 

@@ -31,7 +31,8 @@ def _table() -> np.ndarray:
     except Exception as exc:
         raise CnncError(f"the embedded data set file cnnc/data/{RESOURCE} could not be read: "
                         f"{type(exc).__name__}: {exc}",
-                        hint="the cnnc installation is damaged; reinstall cnnc", code="data")
+                        hint="the cnnc installation is damaged; reinstall cnnc", code="data"
+                        ) from exc
     if (table.shape[1] != 65 or table[:, :64].min() < 0 or table[:, :64].max() > 16
             or table[:, 64].min() < 0 or table[:, 64].max() > 9):
         raise CnncError(f"the embedded data set file cnnc/data/{RESOURCE} is damaged "

@@ -18,6 +18,7 @@ are downloaded into the cache folder (`cnnc.data.download`; ``$CNNC_OFFLINE=1`` 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -113,57 +114,96 @@ def find_files(folder: Path) -> tuple[list[Path] | None, list[str]]:
     return (found if not missing else None), missing
 
 
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Read one IDX file (raw or gzip'd) of unsigned bytes, checking its header against its size.
+def _open_regular(path: Path):
+    """Open a data file for reading; refuse what is not a regular file (a named pipe would block,
+    a device never end)."""
+    import stat
 
-    Returns a read-only uint8 array with the header's dimensions.
-    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise CnncError(f"could not read the data file {path}: {exc.strerror or exc}",
                         code="io") from exc
-    gzipped = data[:2] == b"\x1f\x8b"
-    if gzipped:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise CnncError(
-                f"the data file {path} is not a valid gzip file or is truncated ({exc})",
-                hint="download it again", code="data") from exc
-    after = " after decompression" if gzipped else ""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise CnncError(f"the data file {path} is not a regular file"
+                        + (" but a folder" if stat.S_ISDIR(mode) else ""),
+                        hint="pass the path of the data file itself", code="data")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Read one IDX file (raw or gzip'd) of unsigned bytes, checking its header against its size.
+
+    The header is checked before the data is read or decompressed: a header that claims more
+    than the machine's memory, or a gzip stream that inflates past what the header says (a
+    decompression bomb), is refused without allocating it. Returns a read-only uint8 array with
+    the header's dimensions.
+    """
+    from cnnc.memory import data_limit, human_bytes
+
     kind = "images" if magic == IMAGE_MAGIC else "labels"
     ndim = magic & 0xFF
+    header = 4 + 4 * ndim
 
     def corrupt(problem: str) -> CnncError:
         return CnncError(f"the data file {path} is not a valid IDX {kind} file: {problem}",
                          hint="the file is corrupt or not what its name says; download it again",
                          code="data")
 
-    if len(data) < 4:
-        raise corrupt(f"it is {len(data)} bytes long{after}, too short even for the "
-                      "4-byte magic number")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        what = {IMAGE_MAGIC: "an image file", LABEL_MAGIC: "a label file"}.get(found)
-        extra = f" (that of {what})" if what else ""
-        raise corrupt(f"its magic number is 0x{found:08X}{extra}; expected 0x{magic:08X} "
-                      f"(unsigned bytes, {ndim} dimension{'s' * (ndim != 1)})")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise corrupt(f"it is {len(data)} bytes long{after}, shorter than its {header}-byte "
-                      "header")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    shown = " x ".join(f"{d:,}" for d in dims)
-    if len(data) != expected:
-        state = "truncated" if len(data) < expected else "followed by extra bytes"
-        raise corrupt(f"its header says {shown} = {expected - header:,} bytes of data, "
-                      f"{expected:,} bytes in all, but "
-                      f"the file is {len(data):,} bytes{after}: it is {state}")
-    if ndim == 3 and (dims[1] == 0 or dims[2] == 0):
-        raise corrupt(f"its header says the images are {dims[1]}x{dims[2]} pixels")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    with _open_regular(path) as f:
+        try:
+            raw_size = os.fstat(f.fileno()).st_size
+            start = f.read(2)
+            f.seek(0)
+            gzipped = start == b"\x1f\x8b"
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if gzipped else f
+            after = " after decompression" if gzipped else ""
+            head = stream.read(header)
+            if len(head) < 4:
+                raise corrupt(f"it is {len(head)} bytes long{after}, too short even for the "
+                              "4-byte magic number")
+            found = int.from_bytes(head[:4], "big")
+            if found != magic:
+                what = {IMAGE_MAGIC: "an image file", LABEL_MAGIC: "a label file"}.get(found)
+                extra = f" (that of {what})" if what else ""
+                raise corrupt(f"its magic number is 0x{found:08X}{extra}; expected "
+                              f"0x{magic:08X} (unsigned bytes, {ndim} dimension"
+                              f"{'s' * (ndim != 1)})")
+            if len(head) < header:
+                raise corrupt(f"it is {len(head)} bytes long{after}, shorter than its "
+                              f"{header}-byte header")
+            dims = struct.unpack(f">{ndim}I", head[4:])
+            count = math.prod(dims)  # Python integers: no overflow
+            shown = " x ".join(f"{d:,}" for d in dims)
+            if ndim == 3 and (dims[1] == 0 or dims[2] == 0):
+                raise corrupt(f"its header says the images are {dims[1]}x{dims[2]} pixels")
+            if not gzipped and raw_size != header + count:
+                state = "truncated" if raw_size < header + count else "followed by extra bytes"
+                raise corrupt(f"its header says {shown} = {count:,} bytes of data, "
+                              f"{header + count:,} bytes in all, but the file is "
+                              f"{raw_size:,} bytes: it is {state}")
+            # uint8 values, then float32 pixels: five bytes a value.
+            if count * 5 > data_limit():
+                raise CnncError(f"the data file {path} claims {shown} values "
+                                f"({human_bytes(count)}), more than this machine's memory "
+                                f"holds ({human_bytes(data_limit())} available)",
+                                hint="the file is corrupt, or too large for this machine",
+                                code="data")
+            data = stream.read(count + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CnncError(
+                f"the data file {path} is not a valid gzip file or is truncated ({exc})",
+                hint="download it again", code="data") from exc
+    if len(data) != count:
+        state = "truncated" if len(data) < count else "followed by extra bytes"
+        raise corrupt(f"its header says {shown} = {count:,} bytes of data, "
+                      f"{header + count:,} bytes in all, but the file is "
+                      f"{'longer' if len(data) > count else f'{header + len(data):,} bytes'}"
+                      f"{after}: it is {state}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def load_idx_folder(files: list[Path], name: str, description: str, *,

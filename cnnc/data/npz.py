@@ -8,8 +8,10 @@ integers, or one-hot (N, K). Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -18,6 +20,8 @@ from cnnc.diagnostics import CnncError
 
 KEY_SETS = (("x_train", "y_train", "x_test", "y_test"),
             ("train_x", "train_y", "test_x", "test_y"))
+
+MAX_LABEL = 2**31 - 1  # the most classes a model can have (a size in a model file)
 
 HOW_TO_SAVE = ("save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) "
                "from plain numeric arrays")
@@ -73,17 +77,81 @@ def _labels(path: str, key: str, a: np.ndarray) -> np.ndarray:
             raise _err(path, f"has labels '{key}' that are not whole numbers")
     elif a.dtype.kind not in "iub":
         raise _err(path, f"has labels '{key}' of type {a.dtype}; expected integers")
-    y = a.astype(np.int64)
-    if y.size and y.min() < 0:
-        raise _err(path, f"has a negative label ({y.min()}) in '{key}'; labels are class "
+    # Checked in the array's own type: uint64 2**64-1 must not wrap to -1 in int64.
+    if a.size and a.min() < 0:
+        raise _err(path, f"has a negative label ({a.min()}) in '{key}'; labels are class "
                          "indices 0..K-1")
-    return y
+    if a.size and a.max() > MAX_LABEL:
+        raise _err(path, f"has a label {a.max():,} in '{key}', larger than any class index "
+                         f"cnnc takes (at most {MAX_LABEL:,}); labels are class indices 0..K-1")
+    return a.astype(np.int64)
+
+
+def _check_members(path: str, keys) -> None:
+    """Check each wanted member's .npy header against the bytes the archive declares for it,
+    and the total against the machine's memory, before numpy allocates anything: a 1 KB file
+    may claim trillions of values, and a zip member may inflate far past its stored size."""
+    from cnnc.memory import data_limit, human_bytes
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            for key in keys:
+                info = infos.get(key + ".npy")
+                if info is None:
+                    raise _err(path, f"holds '{key}' but not as a .npy array (the member is "
+                                     f"'{key}', without .npy)" if key in infos
+                               else f"lacks the member '{key}.npy'")
+                with zf.open(info) as f:
+                    try:
+                        version = np.lib.format.read_magic(f)
+                        if version == (1, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                        elif version == (2, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                        else:
+                            shape, _, dtype = np.lib.format._read_array_header(f, version)
+                        header_len = f.tell()
+                    except (ValueError, OSError, EOFError, SyntaxError, zlib.error,
+                            zipfile.BadZipFile) as exc:
+                        raise _err(path, f"has a member '{key}.npy' that is not a .npy array "
+                                         f"({exc})") from exc
+                if dtype.hasobject:
+                    raise _err(path, f"holds Python objects in '{key}', which could only be "
+                                     "read by unpickling; cnnc never unpickles data (it can run "
+                                     "arbitrary code)", hint="save plain numeric arrays, not "
+                                                             "object arrays or lists of arrays")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes != info.file_size - header_len:
+                    raise _err(path, f"has a damaged array '{key}': its header says shape "
+                                     f"{tuple(shape)} of {dtype} ({nbytes:,} bytes) but the "
+                                     f"archive stores {max(info.file_size - header_len, 0):,} "
+                                     "bytes for it")
+                total += nbytes + math.prod(shape) * 4  # as stored, then as float32
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+            zlib.error, ValueError) as exc:
+        raise _err(path, f"could not be read: {exc}") from exc
+    if total > data_limit():
+        raise _err(path, f"needs {human_bytes(total)} in memory, more than this machine has "
+                         f"({human_bytes(data_limit())} available)",
+                   hint="use a smaller data set (or a machine with more memory)")
 
 
 def load_npz_file(path: str, name: str | None = None) -> Dataset:
-    if not os.path.isfile(path):
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is None:
         raise CnncError(f"the data file {path} does not exist", code="data",
                         hint="check the path after `npz:`")
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise CnncError(f"the data file {path} is {what}, not an .npz archive", code="data",
+                        hint="pass the path of the .npz file after `npz:`")
     if not zipfile.is_zipfile(path):
         hint = HOW_TO_SAVE
         try:
@@ -95,7 +163,8 @@ def load_npz_file(path: str, name: str | None = None) -> Dataset:
         raise _err(path, "is not an .npz archive (a zip file of arrays)", hint=hint)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
+            zlib.error, EOFError) as exc:
         raise _err(path, f"could not be read: {exc}") from exc
     with archive:
         keys = list(archive.files)
@@ -104,8 +173,10 @@ def load_npz_file(path: str, name: str | None = None) -> Dataset:
             wanted = " or ".join(", ".join(ks) for ks in KEY_SETS)
             raise _err(path, f"lacks the arrays cnnc needs: expected {wanted}; found "
                              f"{', '.join(keys) if keys else 'no arrays'}")
+        wanted = chosen + (("num_classes",) if "num_classes" in keys else ())
+        _check_members(path, wanted)
         arrays = {}
-        for key in chosen + (("num_classes",) if "num_classes" in keys else ()):
+        for key in wanted:
             try:
                 arrays[key] = archive[key]
             except ValueError as exc:
@@ -113,7 +184,8 @@ def load_npz_file(path: str, name: str | None = None) -> Dataset:
                                  "unpickling; cnnc never unpickles data (it can run arbitrary "
                                  "code)", hint="save plain numeric arrays, not object arrays or "
                                                "lists of arrays") from exc
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError,
+                    zlib.error) as exc:
                 raise _err(path, f"has a damaged array '{key}': {exc}") from exc
     kx, ky, ktx, kty = chosen
     train_x, test_x = _images(path, kx, arrays[kx]), _images(path, ktx, arrays[ktx])

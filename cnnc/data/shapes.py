@@ -53,6 +53,8 @@ def parse_spec(arg: str | None, input_shape, num_classes) -> tuple[tuple[int, in
                      "it takes at most 3")
     fields += [""] * (3 - len(fields))
     size_f, k_f, n_f = (f.strip().lower() for f in fields)
+    if any(len(part) > 12 for f in (size_f, k_f, n_f) for part in f.split("x")):
+        raise _usage(f"the spec 'shapes:{arg[:40]}' has a number too large to be real")
 
     if size_f:
         m = _SIZE_RE.match(size_f)
@@ -74,7 +76,7 @@ def parse_spec(arg: str | None, input_shape, num_classes) -> tuple[tuple[int, in
                      f"channel; got {format_shape(shape)}")
 
     if k_f:
-        if not k_f.isdigit():
+        if not (k_f.isascii() and k_f.isdigit()):
             raise _usage(f"the number of classes '{k_f}' is not a whole number")
         k = int(k_f)
     elif num_classes is not None:
@@ -85,7 +87,7 @@ def parse_spec(arg: str | None, input_shape, num_classes) -> tuple[tuple[int, in
         raise _usage(f"shapes needs 2 to 1000 classes; got {k}")
 
     if n_f:
-        if not n_f.isdigit():
+        if not (n_f.isascii() and n_f.isdigit()):
             raise _usage(f"the number of training images '{n_f}' is not a whole number")
         n = int(n_f)
     else:

@@ -2,8 +2,9 @@
 
 The builder walks the program top to bottom keeping a *current tensor* (what the next layer
 reads). `x = ...` names a tensor, `from x` makes a named tensor current again, an op that reads
-several tensors (its schema's n_inputs; `add`, `concat`) merges the current tensor with named ones, and a block call expands the block's body in a scope of
-its own, with its parameters bound to the call's arguments.
+several tensors (its schema's n_inputs; `add`, `concat`) merges the current tensor with named
+ones, and a block call expands the block's body in a scope of its own, with its parameters
+bound to the call's arguments.
 
 Errors do not stop the walk: a statement that fails is skipped and the next one carries on, so
 one run reports every independent problem.
@@ -398,7 +399,7 @@ class Builder:
                 return self.merge(call, scope, found[0], found[1], name)
         if head in self.blocks:
             result = None
-            for i in range(repeat):
+            for _ in range(repeat):
                 result = self.expand(self.blocks[head], call, scope,
                                      name if repeat == 1 else None)
             return result
@@ -409,7 +410,7 @@ class Builder:
         if schema.name == "input":
             return self.make_input(call, scope, schema, name)
         result = None
-        for i in range(repeat):
+        for _ in range(repeat):
             result = self.make_layer(call, scope, schema, alias_attrs,
                                      name if repeat == 1 else None)
         return result

@@ -58,6 +58,7 @@ class Arg:
     choices: tuple = ()
     min: float | None = None  # inclusive lower bound for numbers and every size component
     max_exclusive: float | None = None
+    max: float | None = None  # inclusive upper bound
     help: str = ""
     # other names accepted for it in key=value form (`negative_slope=` for leaky_relu's slope)
     aliases: tuple[str, ...] = ()
@@ -168,8 +169,7 @@ def _load_builtins() -> None:
         return
     # The flag is set only once every module has registered: a thread that finds it unset
     # imports them too, and Python's import lock makes it wait for the first thread's imports.
-    from . import (  # noqa: F401  (they register)
-        activation, conv, dense, io, merge, norm, pool, residual)
+    from . import activation, conv, dense, io, merge, norm, pool, residual  # noqa: F401  (they register)
     _builtins_loaded = True
 
 

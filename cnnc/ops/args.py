@@ -20,6 +20,8 @@ class ArgError(Exception):
         self.code = code
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 _BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 
 
@@ -37,6 +39,9 @@ def _positive(arg: Arg, value, text: str):
                 raise ArgError(f"{what} must be at least 1, but got `{text}`",
                                hint="sizes and counts are whole numbers from 1 up")
             raise ArgError(f"{what} must be at least {arg.min:g}, but got `{text}`")
+        if arg.max is not None and v > arg.max:
+            lo = f"{arg.min:g}" if arg.min is not None else "-inf"
+            raise ArgError(f"{what} must be in [{lo}, {arg.max:g}], but got `{text}`")
     return value
 
 
@@ -64,6 +69,9 @@ def coerce(arg: Arg, v: Value):
         if v.kind not in ("int", "float"):
             raise ArgError(f"{arg.name} must be a number, but got {v.describe()}",
                            _minus_hint(v))
+        if abs(float(v.value)) > FLOAT32_MAX:  # the backends compute in float32
+            raise ArgError(f"{arg.name} is {v.text}, too large for float32 arithmetic (at most "
+                           f"{FLOAT32_MAX:.4g})", code="too-large")
         return _positive(arg, float(v.value), v.text)
     if t == "size":
         if v.kind == "int":
@@ -118,6 +126,11 @@ def _fits(arg: Arg, v: Value) -> bool:
         return False
 
 
+# value kind -> the numeric argument types that read it
+_NUMERIC = {"int": ("int", "float", "size", "dims"), "float": ("float",),
+            "dims": ("size", "dims")}
+
+
 def _prefix(what: str, arg: Arg) -> str:
     """`conv`: before a message about one of its arguments (not for `epochs 0`'s own value)."""
     return "" if arg.name == what else f"`{what}`: "
@@ -141,6 +154,13 @@ def _extra_positional(what: str, positional, options, written: dict, v: Value,
             coerce(unfilled, v)
         except ArgError as e:
             return (v.span, e.code, _prefix(what, unfilled) + e.message, e.hint)
+    # A number of the right kind but out of range (`pool 0`): say what the range is.
+    for a in positional:
+        if a.name not in written and a.type in _NUMERIC.get(v.kind, ()):
+            try:
+                coerce(a, v)
+            except ArgError as e:
+                return (v.span, e.code, _prefix(what, a) + e.message, e.hint)
     takes = ", ".join(a.name for a in positional) or "no positional arguments"
     return (v.span, "bad-value", f"`{what}` does not take {v.describe()} here (it takes "
             f"{takes})", None)

@@ -10,8 +10,7 @@ from __future__ import annotations
 from math import isqrt
 
 from . import Arg, Inferred, OpSchema, Param, ShapeError, register
-from ._common import (ACTIVATION_ARG, BIAS, DILATION, STRIDE, act_suffix, check_window,
-                      need_image, pad_text, size_text)
+from ._common import ACTIVATION_ARG, BIAS, DILATION, STRIDE, act_suffix, check_window, need_image, pad_text, size_text
 from .shapes import effective_kernel, resolve_pads, window_out
 
 PAD = Arg("pad", "pad", "valid", min=0,

@@ -12,8 +12,9 @@ def _channels(shape: tuple) -> int:
 register(OpSchema(
     name="batchnorm",
     summary="batch normalisation over each channel (each feature when flat)",
-    options=(Arg("eps", "float", 1e-5, min=0.0), Arg("momentum", "float", 0.1, min=0.0),
-             ),
+    options=(Arg("eps", "float", 1e-5, min=0.0),
+             Arg("momentum", "float", 0.1, min=0.0, max=1.0,
+                 help="the weight of each batch in the running statistics, in [0, 1]")),
     aliases=("bn",),
     infer=lambda attrs, ins: ins[0],
     # scale 1, shift 0, running mean 0, running variance 1, as everyone starts them

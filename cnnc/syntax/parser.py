@@ -100,6 +100,12 @@ class _Indenter:
 
 
 _INT = re.compile(r"-?[0-9]+")
+_MAX_DIGITS = len(str(MAX_INT))
+
+
+def _short(text: str) -> str:
+    """A number's text for a message: a 5,000-digit literal is shown by its length."""
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text):,} characters)"
 _DIMS = re.compile(r"[0-9]+(?:x[0-9]+)+")
 _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?")
 # An amount with a unit: 1M, 2.5G, 300K, 256KiB, 8GiB (the units K, M, G, T and KiB, MiB, GiB, TiB).
@@ -176,23 +182,26 @@ class _AstBuilder:
         span = self._token_span(tok)
         bad = ast.Value("error", None, text, span)  # reported here; the builder skips its statement
         if _INT.fullmatch(text):
-            value = int(text)
+            # Python refuses to convert strings of over 4,300 digits; anything over 10 is too
+            # large here anyway, so look at the length before converting.
+            value = int(text) if len(text.lstrip("-").lstrip("0")) <= _MAX_DIGITS else MAX_INT + 1
             if abs(value) > MAX_INT:
-                self._error(span, "too-large", f"the number {text} is too large to be a size "
+                self._error(span, "too-large", f"the number {_short(text)} is too large to be a size "
                             f"(the largest cnnc accepts is 2**31 - 1 = {MAX_INT:,})")
                 return bad
             return ast.Value("int", value, text, span)
         if _DIMS.fullmatch(text):
-            parts = tuple(int(p) for p in text.split("x"))
+            parts = tuple(int(p) if len(p.lstrip("0")) <= _MAX_DIGITS else MAX_INT + 1
+                          for p in text.split("x"))
             if any(p > MAX_INT for p in parts):
-                self._error(span, "too-large", f"the size {text} has a dimension too large to be "
+                self._error(span, "too-large", f"the size {_short(text)} has a dimension too large to be "
                             f"real (the largest cnnc accepts is 2**31 - 1 = {MAX_INT:,})")
                 return bad
             return ast.Value("dims", parts, text, span)
         if _FLOAT.fullmatch(text):
             value = float(text)
             if value != value or value in (float("inf"), float("-inf")):
-                self._error(span, "too-large", f"the number {text} is too large to be real")
+                self._error(span, "too-large", f"the number {_short(text)} is too large to be real")
                 return bad
             return ast.Value("float", value, text, span)
         if _AMOUNT.fullmatch(text):  # 1M, 300M, 256KiB: budgets (cnnc/analysis/budget.py)
@@ -290,7 +299,8 @@ class _AstBuilder:
 _WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "the end of the line",
     "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "PLUS": "`+`", "MINUS": "`-`",
-    "STAR": "`*`", "SLASH": "`/`", "DSLASH": "`//`", "PERCENT": "`%`", "SEMICOLON": "`;`", "EQUAL": "`=`", "COMMA": "`,`",
+    "STAR": "`*`", "SLASH": "`/`", "DSLASH": "`//`", "PERCENT": "`%`", "SEMICOLON": "`;`",
+    "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "BLOCK": "`block`", "_INDENT": "an indented body",
     "_DEDENT": "the end of the indented body", "$END": "the end of the file",
 }

@@ -232,12 +232,12 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     CnncError(code="weights") naming the file; a file that cannot be opened raises code "weights"
     when missing, "io" otherwise. The arrays are writable and in native byte order.
     """
+    import stat
+
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            buf = bytearray(size)
-            got = f.readinto(buf)
+        # O_NONBLOCK: a named pipe with no writer must not block the open.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
         raise CnncError(f"the weights file {p} does not exist",
                         hint="check the path, or train the model first to create it",
@@ -245,6 +245,41 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     except OSError as exc:
         raise CnncError(f"could not read the weights file {p}: {exc.strerror or exc}",
                         code="io") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise CnncError(f"the weights file {p} is {what}", code="weights",
+                            hint="pass the path of a .safetensors file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            size = st.st_size
+            # The header first: its claims are checked against the file's size before the
+            # data (which may be gigabytes, or a sparse file's nothing) is read.
+            head = f.read(min(size, 8))
+            n = _header_length(head, size, p)
+            header = f.read(n)
+            if len(header) != n:
+                raise _corrupt(p, f"only {8 + len(header):,} of its {size:,} bytes could be "
+                                  "read")
+            _parse_header(header, size - 8 - n, p)
+            from cnnc.memory import available_bytes, human_bytes
+
+            avail = available_bytes()
+            if avail is not None and size > avail:
+                raise CnncError(f"the weights file {p} is {human_bytes(size)}, more than this "
+                                f"machine's memory ({human_bytes(avail)} available)",
+                                code="weights")
+            buf = bytearray(size)
+            buf[:8 + n] = head + header
+            got = 8 + n + (f.readinto(memoryview(buf)[8 + n:]) or 0)
+    except OSError as exc:
+        raise CnncError(f"could not read the weights file {p}: {exc.strerror or exc}",
+                        code="io") from exc
+    finally:
+        if fd is not None:
+            os.close(fd)
     if got != size:
         raise _corrupt(p, f"only {got:,} of its {size:,} bytes could be read")
     return decode_safetensors(buf, p)
@@ -260,9 +295,27 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
                        ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Parse safetensors bytes; see load_safetensors. Arrays share `buf` when it is a bytearray."""
     size = len(buf)
-    if size < 8:
+    n = _header_length(buf[:8], size, path)
+    entries, metadata, names = _parse_header(bytes(buf[8:8 + n]), size - 8 - n, path)
+    data_start = 8 + n
+    tensors: dict[str, np.ndarray] = {}
+    for begin, _end, name, st, shape in sorted(entries, key=lambda e: e[2]):
+        dt = DTYPES[st]
+        count = math.prod(shape)
+        arr = np.frombuffer(buf, dtype=dt, count=count, offset=data_start + begin)
+        if not arr.flags.aligned or not arr.flags.writeable or not dt.isnative:
+            arr = arr.astype(dt.newbyteorder("=") if dt.itemsize > 1 else dt)
+        if st == "BF16":
+            arr = _bf16_to_float32(arr)
+        tensors[name] = arr.reshape(shape)
+    return {k: tensors[k] for k in names if k in tensors}, dict(metadata)
+
+
+def _header_length(head: bytes, size: int, path) -> int:
+    """The header length the first 8 bytes give, checked against the file's size."""
+    if size < 8 or len(head) < 8:
         raise _corrupt(path, f"it is {size} bytes long, too short for the 8-byte header length")
-    n = int.from_bytes(buf[:8], "little")
+    n = int.from_bytes(head[:8], "little")
     if n > MAX_HEADER:
         raise _corrupt(path, f"its header length field says {n:,} bytes, over the "
                              f"{MAX_HEADER:,}-byte limit")
@@ -271,6 +324,12 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
                              "bytes follow: the file is truncated or not safetensors")
     if n < 2:
         raise _corrupt(path, f"its header is {n} bytes long, too short for a JSON object")
+    return n
+
+
+def _parse_header(text: bytes, data_len: int, path):
+    """(entries (begin, end, name, dtype, shape) sorted by offset, metadata, names in file
+    order) of a safetensors JSON header, every claim checked against the data's length."""
 
     def no_duplicates(pairs):
         out = {}
@@ -280,9 +339,10 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
             out[k] = v
         return out
 
-    try:
-        header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+    try:  # RecursionError: 100,000 nested `[` exhaust the JSON parser's stack
+
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _corrupt(path, f"its header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise _corrupt(path, f"its header is a JSON {type(header).__name__}, not an object")
@@ -292,8 +352,6 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise _corrupt(path, f"its {METADATA_KEY} is not an object of strings")
 
-    data_start = 8 + n
-    data_len = size - data_start
     entries = []
     for name, info in header.items():
         if not isinstance(info, dict):
@@ -302,7 +360,7 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
         if missing:
             raise _corrupt(path, f"the entry for tensor {name!r} lacks {', '.join(missing)}")
         st, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if st not in DTYPES:
+        if not isinstance(st, str) or st not in DTYPES:
             raise _corrupt(path, f"tensor {name!r} has dtype {st!r}, which cnnc does not read "
                                  f"(it reads {', '.join(DTYPES)})")
         if (not isinstance(shape, list)
@@ -323,6 +381,8 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
                                  f"data is only {data_len:,} bytes: the file is truncated")
         itemsize = DTYPES[st].itemsize
         count = math.prod(shape)
+        if len(shape) > 64:
+            raise _corrupt(path, f"tensor {name!r} has {len(shape)} dimensions")
         if count * itemsize != end - begin:
             raise _corrupt(path, f"tensor {name!r} has shape {shape} of {st} ({count:,} values "
                                  f"x {itemsize} bytes = {count * itemsize:,} bytes) but its "
@@ -342,15 +402,5 @@ def decode_safetensors(buf: bytearray | bytes, path: str | os.PathLike = "<bytes
     if pos != data_len:
         raise _corrupt(path, f"the data is {data_len:,} bytes but the tensors cover only "
                              f"{pos:,}; {data_len - pos:,} bytes at the end belong to no tensor")
+    return entries, metadata, list(header)
 
-    tensors: dict[str, np.ndarray] = {}
-    for begin, end, name, st, shape in sorted(entries, key=lambda e: e[2]):
-        dt = DTYPES[st]
-        count = math.prod(shape)
-        arr = np.frombuffer(buf, dtype=dt, count=count, offset=data_start + begin)
-        if not arr.flags.aligned or not arr.flags.writeable or not dt.isnative:
-            arr = arr.astype(dt.newbyteorder("=") if dt.itemsize > 1 else dt)
-        if st == "BF16":
-            arr = _bf16_to_float32(arr)
-        tensors[name] = arr.reshape(shape)
-    return {k: tensors[k] for k in header if k in tensors}, dict(metadata)

@@ -49,6 +49,48 @@ class TrainConfig:
         return TrainConfig(**values)
 
 
+MAX_SEED = 2**31 - 1  # as for any whole number in a model file
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def config_problems(config: TrainConfig) -> list[tuple[str, str, str | None]]:
+    """What is wrong with a whole configuration, the file's settings and the flags together:
+    [(field, message, hint)]. The same rules for `train:` settings and command-line flags."""
+    import math
+
+    out = []
+
+    def number(name, value, low, *, above=False, top=FLOAT32_MAX):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value > top \
+                or value < low or (above and value == low):
+            word = "above" if above else "at least"
+            out.append((name, f"{name} must be a number {word} {low:g}"
+                        + (f" and at most {top:g}" if top != FLOAT32_MAX else "")
+                        + f", not {value!r}", None))
+            return False
+        return True
+
+    number("lr", config.lr, 0.0, above=True)
+    number("momentum", config.momentum, 0.0)
+    number("weight_decay", config.weight_decay, 0.0)
+    if number("val_split", config.val_split, 0.0, top=1.0) and config.val_split >= 1:
+        out.append(("val_split", f"val_split must be below 1, not {config.val_split!r}", None))
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or not 1 <= value <= MAX_SEED:
+            out.append((name, f"{name} must be a whole number from 1 to {MAX_SEED:,}, not "
+                              f"{value!r}", None))
+    if not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
+        out.append(("seed", f"seed must be a whole number from 0 to {MAX_SEED:,}, not "
+                            f"{config.seed!r}", None))
+    if config.nesterov and (config.optimizer != "sgd" or not config.momentum > 0):
+        out.append(("nesterov", "nesterov=true needs SGD with a momentum above 0"
+                    + (f" (the optimizer is {config.optimizer})" if config.optimizer != "sgd"
+                       else f" (momentum is {config.momentum:g})"),
+                    "add momentum, like `optimizer sgd momentum=0.9 nesterov=true`"))
+    return out
+
+
 # setting -> (positional args, options); the TrainConfig field each fills is the arg's name
 _SETTINGS = {
     "data": ((Arg("data", "string", help="a data set name or npz:PATH"),), ()),
@@ -115,6 +157,7 @@ def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagno
         config = TrainConfig()
         seen: dict[str, int] = {}
         set_by: dict[str, tuple] = {}  # TrainConfig field -> (line, how it was written)
+        spans: dict = {}  # TrainConfig field -> the statement that set it
         for stmt in section.body:
             if not isinstance(stmt, ast.Call):
                 diagnostics.append(Diagnostic(ERROR, "train-section", "the training section "
@@ -138,7 +181,7 @@ def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagno
             seen[stmt.head] = stmt.span.line
             written: dict = {}
             attrs, problems = bind(stmt.head, *spec, stmt.args, stmt.options, written)
-            for span, code, message, hint in problems:
+            for span, _code, message, hint in problems:
                 diagnostics.append(Diagnostic(ERROR, "train-section", message, span or stmt.span,
                                               [], hint))
             if problems:
@@ -152,4 +195,8 @@ def parse_sections(sections, file: str) -> tuple[TrainConfig | None, list[Diagno
             for key, value in attrs.items():
                 if key in names and value is not None:
                     setattr(config, key, value)
+                    spans[key] = stmt.span
+        for key, message, hint in config_problems(config):
+            diagnostics.append(Diagnostic(ERROR, "train-section", message,
+                                          spans.get(key, section.name_span), [], hint))
     return config, diagnostics

@@ -7,21 +7,31 @@ What it guarantees:
 * Batches are a pure function of (seed, epoch): the validation split is drawn once from the
   seed, and epoch e shuffles the remaining images with a generator seeded by (seed, e). So a run
   resumed after epoch k sees exactly the batches an uninterrupted run would have seen.
-* With `out_dir`, after every completed epoch: `last.safetensors` (weights), `best.safetensors`
-  (when the epoch is the best so far: lowest validation loss, or training loss when there is no
-  validation split), `metrics.jsonl` (every epoch so far, then one test record at the end) and
-  `state.safetensors` (optimizer arrays and the metadata resuming needs). Each file is written
-  atomically, and Ctrl-C is held back while they are written, so the folder always describes
-  one completed epoch; `state.safetensors` is written last and is what `resume` trusts.
+* With `out_dir`, after every completed epoch: `state.safetensors` (weights, optimizer arrays,
+  the epoch records and the metadata resuming needs), then `last.safetensors` (weights),
+  `best.safetensors` (when the epoch is the best so far: lowest validation loss, or training loss
+  when there is no validation split) and `metrics.jsonl` (every epoch so far, then one test
+  record at the end). Each file is written atomically (a temporary file renamed over the old).
+  The rename of `state.safetensors` is the epoch's one commit point: it holds everything a
+  resume needs, so a kill at any instant leaves a folder that resumes from the previous epoch
+  (before the rename) or from the new one (after it); the other files are copies that resume
+  rewrites from the state when a kill left them an epoch behind.
+* The folder is locked (DIR/.lock) while a training uses it; a folder that holds a run is
+  replaced only with `overwrite=True`; a damaged metrics.jsonl stops a resume instead of being
+  rewritten without the records it lost.
 * metrics.jsonl holds one record per epoch with exactly the keys of EPOCH_KEYS (`seconds`: the
   epoch's wall time, validation included; `images_per_second`: training images over training
   time; val_loss and val_accuracy null without a validation split), then, once training ends,
   {"test_loss", "test_accuracy", "test_images", "weights": "last", "epochs"}: the test split
   scored with the last weights (best.safetensors is there to evaluate separately).
-* Ctrl-C during an epoch abandons that epoch: the files keep the last completed one, which is
-  what makes resuming exact. `train` then returns with `interrupted` set.
-* A NaN or infinite training loss stops the run with CnncError(code="diverged") naming the epoch
-  and batch; the files keep the last good epoch.
+* Ctrl-C (and SIGTERM, SIGHUP) during an epoch abandons that epoch: the files keep the last
+  completed one, which is what makes resuming exact. `train` then returns with `interrupted`
+  set. The signals are held back while an epoch's files are written.
+* Divergence: a training batch whose loss is NaN or infinite, or above DIVERGE_FACTOR times the
+  loss of the run's first batch (the loss at the initial weights, counted as at least 1), or a
+  validation loss that is NaN or infinite, stops the run with CnncError(code="diverged")
+  naming the epoch and batch. It is raised before the epoch is saved, so the files keep the last
+  good epoch and a good checkpoint is never overwritten by diverged weights.
 * Distributed runs (a Session with `rank`, `world_size` and `all_reduce_sum`): every rank trains
   on `perm[rank::world_size]` of each epoch's permutation, sums are reduced across ranks, and
   only rank 0 reports and writes.
@@ -57,6 +67,7 @@ STATE = "state.safetensors"
 EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
               "images_per_second")
 
+DIVERGE_FACTOR = 1000.0  # a loss this many times the initial one is not training any more
 FLUSH_SECONDS = 0.25  # how often running figures are read back from the backend (a device sync)
 _SPLIT_STREAM, _EPOCH_STREAM = 0x5B1, 0xE90C  # keep the generators' streams apart
 
@@ -147,24 +158,60 @@ class Diverged(CnncError):
 # Ctrl-C held back while files are written
 
 
+# The signals that stop a training as Ctrl-C does: the terminal closing, `kill`, a job manager.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the block, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+    for sig in STOP_SIGNALS:
+        if sig == signal.SIGINT:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            old[sig] = signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def _hold_sigint():
-    """Defer SIGINT until the block ends, then deliver it as the old handler would."""
+    """Defer SIGINT, SIGTERM and SIGHUP until the block ends, then deliver the first as the
+    old handler would."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    try:
-        old = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    except (ValueError, OSError):  # pragma: no cover - no signals here
-        yield
-        return
+    old = {}
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(ValueError, OSError):
+            old[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if received and callable(old):
-            old(signal.SIGINT, None)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if received:
+            handler = old.get(received[0])
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                if received[0] == signal.SIGINT:
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), received[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +250,7 @@ class _Trainer:
                                   "settings": asdict(config),
                                   "augment": self.augment.to_json(),
                                   **({"classes": list(classes)} if classes else {})}}
+        self.reference_loss: float | None = None  # the run's first batch loss (divergence rule)
 
     # -- sums across ranks -------------------------------------------------------------------
     def _reduced(self, values: list[float]) -> list[float]:
@@ -247,7 +295,9 @@ class _Trainer:
             nonlocal loss_sum, correct_sum, seen, first_bad
             for b, loss, correct, n in pending:
                 value = float(loss)
-                if not math.isfinite(value) and first_bad is None:
+                if self.reference_loss is None and math.isfinite(value):
+                    self.reference_loss = value
+                if self._bad(value) and first_bad is None:
                     first_bad = b
                     if self.world == 1:  # distributed runs decide together at the epoch's end
                         self._diverged(epoch, b, batches, value)
@@ -281,28 +331,44 @@ class _Trainer:
         flush()
         train_seconds = time.perf_counter() - started
         loss_sum, correct_sum, seen = self._reduced([loss_sum, correct_sum, seen])
-        if not math.isfinite(loss_sum):
-            self._diverged(epoch, first_bad, batches, loss_sum)
+        if self._bad(loss_sum / max(seen, 1)):
+            self._diverged(epoch, first_bad, batches, loss_sum / max(seen, 1))
         record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                   "train_accuracy": correct_sum / max(seen, 1),
                   "val_loss": None, "val_accuracy": None}
         if val is not None:
             vloss, vacc, _ = self.evaluate(val)
+            if not math.isfinite(vloss):
+                self._diverged(epoch, None, batches, vloss, what="validation loss")
             record["val_loss"], record["val_accuracy"] = _finite(vloss), vacc
         seconds = time.perf_counter() - started
         record["seconds"] = round(seconds, 4)
         record["images_per_second"] = round(seen / max(train_seconds, 1e-9), 2)
         return record
 
-    def _diverged(self, epoch, batch, batches, value):
-        what = "NaN" if math.isnan(value) else "infinite"
+    def _limit(self) -> float:
+        return DIVERGE_FACTOR * max(self.reference_loss or 0.0, 1.0)
+
+    def _bad(self, value: float) -> bool:
+        """The divergence rule for a training loss (see the module's docstring)."""
+        return not math.isfinite(value) or value > self._limit()
+
+    def _diverged(self, epoch, batch, batches, value, what="training loss"):
+        if math.isfinite(value):
+            became = (f"{value:.4g}, over {DIVERGE_FACTOR:g} times the first batch's "
+                      f"{self.reference_loss:.4g}")
+        else:
+            became = "NaN" if math.isnan(value) else "infinite"
         where = f"epoch {epoch}, batch {batch} of {batches}" if batch else f"epoch {epoch}"
         lr = self.config.lr
         notes = [f"optimizer {self.config.optimizer}, learning rate {lr:g}, batch size "
-                 f"{self.config.batch_size}"]
+                 f"{self.config.batch_size}",
+                 f"the rule: a loss that is NaN or infinite, or a training loss over "
+                 f"{DIVERGE_FACTOR:g} times the run's first batch loss, stops the run"]
         if self.out is not None and (self.out / STATE).exists():
-            notes.append(f"the last good epoch is kept in {self.out / LAST}")
-        raise Diverged(f"the training loss became {what} in {where}: training diverged",
+            notes.append(f"the last good epoch is kept in {self.out}; nothing of this epoch "
+                         "was saved")
+        raise Diverged(f"the {what} became {became} in {where}: training diverged",
                        notes=notes, code="diverged",
                        hint=f"lower the learning rate (try --lr {lr / 10:g})")
 
@@ -328,16 +394,28 @@ class _Trainer:
                       "best_metric": repr(best["metric"]) if best["metric"] is not None else "",
                       "best_key": self.best_key,
                       "config": json.dumps(asdict(self.config), sort_keys=True),
-                      "world_size": str(self.world)}
+                      "world_size": str(self.world),
+                      "history": json.dumps(history),
+                      "reference_loss": repr(self.reference_loss)
+                      if self.reference_loss is not None else ""}
+        state = {**optimizer, **{WEIGHTS_PREFIX + k: v for k, v in weights.items()}}
         with _hold_sigint():
+            save_safetensors(out / STATE, state, state_meta)  # the commit point
             save_safetensors(out / LAST, weights, meta)
             if is_best:
                 save_safetensors(out / BEST, weights, meta)
             write_metrics(out / METRICS, history, self.header)
-            save_safetensors(out / STATE, optimizer, state_meta)  # the commit point
 
-    def fresh_out_dir(self) -> None:
-        """A new run in a folder that holds an old one: remove what would mislead a resume."""
+    def fresh_out_dir(self, overwrite: bool) -> None:
+        """A new run: refuse a folder that holds one unless told to overwrite it, then remove
+        what would mislead a resume."""
+        from .rundir import holds_run
+
+        if not overwrite and holds_run(self.out):
+            raise CnncError(f"{self.out} already holds a training run", code="usage",
+                            notes=["training again would replace its checkpoints and metrics"],
+                            hint="pass --resume to continue it, --overwrite to replace it, or "
+                                 "choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         for name in (STATE, LAST, BEST):
             with contextlib.suppress(FileNotFoundError):
@@ -350,7 +428,6 @@ class _Trainer:
         state_path, last_path = out / STATE, out / LAST
         require_resume_files(out, self.model.file)
         optimizer, smeta = load_safetensors(state_path)
-        weights, wmeta = load_safetensors(last_path)
         if smeta.get("format") != "cnnc-train-state":
             raise CnncError(f"cannot resume: {state_path} is not a cnnc training state",
                             code="weights", hint="train again without --resume")
@@ -373,14 +450,18 @@ class _Trainer:
                 hint="restore the model file, or train from scratch without --resume; flags "
                      "such as --epochs override the file's settings without changing it",
                 code="weights")
-        done = int(smeta.get("next_epoch", "1")) - 1
-        if wmeta.get("epoch") != str(done):
-            raise CnncError(
-                f"cannot resume: {last_path} holds epoch {wmeta.get('epoch', '?')} but "
-                f"{state_path} was written after epoch {done}",
-                notes=["the run was stopped while it wrote its files"],
-                hint="train again without --resume", code="weights")
-        saved = json.loads(smeta.get("config", "{}"))
+        done = _meta_int(smeta, "next_epoch", state_path, low=2) - 1
+        weights = {k[len(WEIGHTS_PREFIX):]: v for k, v in optimizer.items()
+                   if k.startswith(WEIGHTS_PREFIX)}
+        if not weights:  # a state written before it held the weights: last.safetensors has them
+            weights, wmeta = load_safetensors(last_path)
+            if wmeta.get("epoch") != str(done):
+                raise CnncError(
+                    f"cannot resume: {last_path} holds epoch {wmeta.get('epoch', '?')} but "
+                    f"{state_path} was written after epoch {done}",
+                    notes=["the run was stopped while it wrote its files"],
+                    hint="train again without --resume", code="weights")
+        saved = _meta_json(smeta, "config", state_path, dict)
         if saved.get("optimizer", self.config.optimizer) != self.config.optimizer:
             raise CnncError(
                 f"cannot resume: the run used the {saved['optimizer']} optimizer, not "
@@ -395,27 +476,138 @@ class _Trainer:
         if str(self.world) != smeta.get("world_size", "1"):
             log(f"warning: the run used {smeta.get('world_size')} processes, this one "
                 f"{self.world}; batches will differ from an uninterrupted run")
-        self.session.set_weights(weights, source=str(last_path))
+        self.session.set_weights(weights, source=str(state_path))
         prefix = "optimizer."
-        self.session.set_optimizer_state({k[len(prefix):]: v for k, v in optimizer.items()
-                                          if k.startswith(prefix)})
+        opt_state = {k[len(prefix):]: v for k, v in optimizer.items() if k.startswith(prefix)}
+        if not opt_state and self.session.get_optimizer_state():
+            raise CnncError(f"cannot resume: {state_path} holds no optimizer state",
+                            notes=["resuming would restart the optimizer (Adam's moments, SGD's "
+                                   "momentum) and differ from an uninterrupted run"],
+                            hint="train again without --resume (with --overwrite)",
+                            code="weights")
+        _check_optimizer_state(opt_state, {k: np.shape(v) for k, v in weights.items()},
+                               state_path)
+        self.session.set_optimizer_state(opt_state)
         with contextlib.suppress(NotImplementedError, AttributeError):
             self.session.set_lr(self.config.lr)
-        history = [r for r in read_metrics(out / METRICS)
-                   if "train_loss" in r and isinstance(r.get("epoch"), int)
-                   and r["epoch"] <= done]
+        # metrics.jsonl is checked even when the state has the records: a damaged file is an
+        # error, never silently rewritten without the lines it lost.
+        on_disk = read_metrics(out / METRICS, strict=True)
+        if "history" in smeta:
+            history = _meta_json(smeta, "history", state_path, list)
+            if len(history) < done or not all(isinstance(r, dict) for r in history):
+                raise _bad_state(state_path, "history", "does not hold every epoch's record")
+            history = history[:done]
+        else:
+            history = [r for r in on_disk if "train_loss" in r
+                       and isinstance(r.get("epoch"), int) and r["epoch"] <= done]
+        reference = smeta.get("reference_loss", "")
+        if reference:
+            self.reference_loss = _meta_float(smeta, "reference_loss", state_path)
         metric = smeta.get("best_metric", "")
-        best = {"epoch": int(smeta["best_epoch"]) if smeta.get("best_epoch") else None,
-                "metric": float(metric) if metric else None}
+        best = {"epoch": _meta_int(smeta, "best_epoch", state_path)
+                if smeta.get("best_epoch") else None,
+                "metric": _meta_float(smeta, "best_metric", state_path) if metric else None}
         if smeta.get("best_key", self.best_key) != self.best_key:
             best = {"epoch": None, "metric": None}  # judged on another figure: start afresh
+        self._repair(done, weights, history, best)
         return done + 1, history, best
+
+    def _repair(self, done: int, weights: dict, history: list[dict], best: dict) -> None:
+        """Bring the copies (last, best, metrics) up to the committed epoch, as a kill between
+        the commit and their writes can leave them one epoch behind."""
+        if not self.main:
+            return
+        out, meta = self.out, self._weights_meta(done)
+        with _hold_sigint():
+            if _epoch_of(out / LAST) != str(done):
+                save_safetensors(out / LAST, weights, meta)
+            if best["epoch"] == done and _epoch_of(out / BEST) != str(done):
+                save_safetensors(out / BEST, weights, meta)
+            records = [r for r in read_metrics(out / METRICS, strict=True) if "train_loss" in r]
+            if records != history:
+                write_metrics(out / METRICS, history, self.header)
+
+
+WEIGHTS_PREFIX = "weights."  # the weights' names inside state.safetensors
+
+
+def _bad_state(path, key, problem) -> CnncError:
+    return CnncError(f"cannot resume: {path} is damaged: its {key} {problem}", code="weights",
+                     hint="train again without --resume (with --overwrite), or restore the "
+                          "folder from a copy")
+
+
+def _meta_int(meta: dict, key: str, path, low: int = 0) -> int:
+    text = meta.get(key, "")
+    if not (text.isascii() and text.isdigit() and len(text) < 12 and int(text) >= low):
+        raise _bad_state(path, key, f"is {text[:40]!r}, not a whole number of at least {low}")
+    return int(text)
+
+
+def _meta_float(meta: dict, key: str, path) -> float:
+    text = meta.get(key, "")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise _bad_state(path, key, f"is {text[:40]!r}, not a finite number")
+    return value
+
+
+def _meta_json(meta: dict, key: str, path, kind: type):
+    try:
+        value = json.loads(meta.get(key, ""))
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, kind):
+        raise _bad_state(path, key, f"is not a JSON {kind.__name__}")
+    return value
+
+
+# [low, high) of the optimizer hyper-parameters a state may restore
+_HPARAM_RANGES = {"lr": (0.0, math.inf), "momentum": (0.0, math.inf), "dampening": (0.0, 1.0),
+                  "weight_decay": (0.0, math.inf), "eps": (0.0, math.inf),
+                  "beta1": (0.0, 1.0), "beta2": (0.0, 1.0)}
+
+
+def _check_optimizer_state(state: dict, shapes: dict, path) -> None:
+    """Optimizer arrays as the backends save them: `step` a whole number, `hparam/NAME` finite
+    numbers, `BUFFER/PARAM` finite float arrays of the parameter's shape. Anything else is a
+    damaged file, refused before a backend reads it."""
+    for key, value in state.items():
+        a = np.asarray(value)
+        kind, _, param = key.partition("/")
+        if key == "step":
+            ok = a.shape == () and a.dtype.kind in "iuf" and np.isfinite(a) and a >= 0 \
+                and float(a) == int(a) and int(a) < 2**62
+        elif kind == "hparam":
+            low, high = _HPARAM_RANGES.get(param, (-math.inf, math.inf))
+            ok = a.shape == () and a.dtype.kind in "iuf" and bool(np.isfinite(a)) \
+                and low <= float(a) < high
+        else:
+            ok = (param in shapes and a.shape == tuple(shapes[param]) and a.dtype.kind == "f"
+                  and bool(np.isfinite(a).all()))
+        if not ok:
+            raise _bad_state(path, f"optimizer entry {key!r}",
+                             f"is not what an optimizer saves (shape {a.shape}, {a.dtype})")
+
+
+def _epoch_of(path: Path) -> str | None:
+    """The `epoch` a weights file says it holds, or None when it cannot be read."""
+    try:
+        return load_safetensors(path)[1].get("epoch")
+    except CnncError:
+        return None
 
 
 def require_resume_files(out_dir, model_file: str) -> None:
     """Raise CnncError unless `out_dir` holds a run that can be resumed."""
     out = Path(out_dir)
-    missing = [out / name for name in (STATE, LAST) if not (out / name).is_file()]
+    # state.safetensors is the commit point and holds the weights; last.safetensors is a copy
+    # that a kill right after the first commit may not have written yet.
+    missing = [out / name for name in (STATE,) if not (out / name).is_file()]
     if missing:
         raise CnncError(
             f"cannot resume: {' and '.join(str(p) for p in missing)} "
@@ -437,10 +629,13 @@ def write_metrics(path: Path, records: list[dict], header: dict | None = None) -
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in lines))
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path, strict: bool = False) -> list[dict]:
     """The records of a metrics.jsonl (epochs, then the test record; not the header); a missing
-    file or a torn last line yields what is whole."""
-    return [r for r in _read_lines(path) if "header" not in r]
+    file has none.
+
+    strict: a line that is not a JSON object, or a file that cannot be read as UTF-8 text,
+    raises CnncError(code="data"); otherwise reading stops at the first such line."""
+    return [r for r in _read_lines(path, strict) if "header" not in r]
 
 
 def read_header(path: Path) -> dict | None:
@@ -450,36 +645,70 @@ def read_header(path: Path) -> dict | None:
     return lines[0]["header"] if lines and isinstance(lines[0].get("header"), dict) else None
 
 
-def _read_lines(path: Path) -> list[dict]:
+def _read_lines(path: Path, strict: bool = False) -> list[dict]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        if not strict:
+            return []
+        raise CnncError(f"cannot read {path}: {exc.strerror or exc}", code="io",
+                        hint="move it away; a resume rewrites it from state.safetensors"
+                        ) from exc
     records = []
-    for line in text.splitlines():
+    for number, line in enumerate(data.splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
+            record = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict):
+            if not strict:
+                break
+            raise CnncError(f"{path} is damaged: line {number} is not a JSON record",
+                            code="data", notes=["cnnc does not rewrite a damaged metrics file "
+                                                "without the records it would lose"],
+                            hint="repair or move the file away; a resume then rewrites it "
+                                 "from state.safetensors")
+        records.append(record)
     return records
 
 
 def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume: bool = False,
           reporter: Reporter | None = None, log=None, model_file: str | None = None,
-          eval_batch_size: int = 256, test: bool = True, meta: dict | None = None
-          ) -> TrainResult:
+          eval_batch_size: int = 256, test: bool = True, meta: dict | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Train `session` (a backend Session of `model`) on `dataset` as `config` says.
 
     out_dir: where metrics and checkpoints go (None: nothing is written). resume: continue the
     run saved in out_dir. reporter: a cnnc.train.progress reporter (None: silent). log: a
     callable for warnings (default: the reporter's message). test: evaluate the last weights on
-    the test split at the end. meta: extra string metadata for the weight files.
+    the test split at the end. meta: extra string metadata for the weight files. overwrite:
+    replace the run a folder holds (otherwise that is an error).
 
-    Raises CnncError (code "diverged" for a NaN loss); Ctrl-C returns with `interrupted` set.
+    Raises CnncError (code "diverged", see the rule above); Ctrl-C, SIGTERM or SIGHUP returns
+    with `interrupted` set.
     """
     if resume and out_dir is None:
         raise CnncError("--resume needs --out DIR: the folder of the run to continue",
                         code="usage")
+    main = int(getattr(session, "rank", 0) or 0) == 0
+    if out_dir is None or not main:
+        lock = contextlib.nullcontext()
+    else:
+        from .rundir import locked
+
+        lock = locked(out_dir)
+    with lock, _stop_signals_interrupt():
+        return _train(model, session, dataset, config, out_dir=out_dir, resume=resume,
+                      reporter=reporter, log=log, model_file=model_file,
+                      eval_batch_size=eval_batch_size, test=test, meta=meta,
+                      overwrite=overwrite)
+
+
+def _train(model, session, dataset, config, *, out_dir, resume, reporter, log, model_file,
+           eval_batch_size, test, meta, overwrite) -> TrainResult:
     t = _Trainer(model, session, dataset, config, out_dir=out_dir, reporter=reporter,
                  model_file=model_file, eval_batch_size=eval_batch_size, meta=meta)
     log = log or t.reporter.message
@@ -492,7 +721,7 @@ def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume:
     if resume:
         first, history, best = t.load_resume(log)
     elif t.out is not None and t.main:
-        t.fresh_out_dir()
+        t.fresh_out_dir(overwrite)
     result.first_epoch, result.completed_epoch = first, first - 1
     result.history = history
     result.best_epoch, result.best_metric = best["epoch"], best["metric"]

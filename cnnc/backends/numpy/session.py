@@ -18,7 +18,6 @@ from . import losses
 from .lowering import Context, standalone_activation
 from .optim import make_optimizer
 
-
 _PASS = object()  # the cache of a layer left out (a final activation the loss applies)
 
 

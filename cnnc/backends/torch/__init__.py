@@ -23,6 +23,14 @@ class TorchBackend:
         faster). compile: torch.compile the model. amp: bfloat16 autocast (None: on for CUDA).
         Options meant for other backends are ignored.
         """
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            from ...diagnostics import CnncError
+
+            raise CnncError("the torch backend needs PyTorch, which is not installed",
+                            code="backend", hint="pip install torch, or use --backend numpy"
+                            ) from exc
         from .session import TorchSession
 
         return TorchSession(model, seed=seed, loss=loss, dtype=dtype, device=device,

@@ -283,6 +283,27 @@ class _NoCounter:
         state_dict.pop(prefix + "num_batches_tracked", None)  # from torchvision-style dicts
         nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kw)
 
+    def forward(self, x):
+        if self.training and x.numel() == x.shape[1]:
+            return self._one_value_per_channel(x)
+        return super().forward(x)
+
+    def _one_value_per_channel(self, x):
+        """Training on one value a channel (a last batch of 1 after global pooling): PyTorch
+        refuses it, the NumPy backend (and the formula) give the shift alone, and a running
+        variance that decays towards 0 (the unbiased variance of one value, 0/0, counted as 0).
+        The same arithmetic here, so both backends train such a model alike."""
+        dims = [d for d in range(x.dim()) if d != 1]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xc = x - x.mean(dim=dims, keepdim=True)
+        var = (xc * xc).mean(dim=dims, keepdim=True)
+        with torch.no_grad():
+            self.running_mean.mul_(1 - self.momentum).add_(
+                self.momentum * x.detach().mean(dim=dims))
+            self.running_var.mul_(1 - self.momentum)
+        return (xc * torch.rsqrt(var + self.eps) * self.weight.view(shape)
+                + self.bias.view(shape))
+
 
 class BatchNorm2d(_NoCounter, nn.BatchNorm2d):
     def __init__(self, *args, **kw):

@@ -257,6 +257,9 @@ class TorchSession(Session):
     def configure_optimizer(self, config) -> None:
         self.config = config
         params = list(self.module.parameters())
+        if not params:
+            raise CnncError("the model has no trainable parameters: there is nothing to train",
+                            code="backend", hint="add a layer with weights (conv, dense, bn)")
         fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,

@@ -41,7 +41,6 @@ from .scale import layerscale_backward, layerscale_forward, mul_backward, mul_fo
 from .shape import add_backward, add_forward, concat_backward, concat_forward, flatten_backward, flatten_forward
 
 
-
 def keep_freed_memory() -> bool:
     """Ask the C library's malloc to keep freed memory for reuse (glibc only; process-wide).
 

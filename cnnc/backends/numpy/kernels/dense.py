@@ -6,8 +6,6 @@ All three products below are single BLAS calls; ``w.T`` is a view, BLAS reads it
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def dense_forward(x, w, b=None):
     y = x @ w.T  # (N, IN) @ (IN, OUT) -> (N, OUT)
