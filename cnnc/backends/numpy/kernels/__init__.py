@@ -12,13 +12,25 @@ PyTorch layouts (conv ``(F, C//groups, KH, KW)``, dense ``(out, in)``); padding 
 training, float64 for gradient checks.
 
 Modules, one per op family: conv, pool, dense, activation, norm (batchnorm, dropout, stochastic
-depth), layernorm, scale (mul, layerscale), shape (flatten, add, concat).
+depth), layernorm, scale (mul, layerscale), shape (flatten, add, concat), channels (split parts,
+shuffle), upsample (nearest, bilinear), conv_transpose.
 """
 
 import ctypes
 
 from .activation import ACTIVATION_KINDS, activation_backward, activation_forward, erf, erfc
+from .channels import (
+    channel_shuffle_backward,
+    channel_shuffle_forward,
+    channel_slice_backward,
+    channel_slice_forward,
+)
 from .conv import conv2d_backward, conv2d_forward, conv_output_size, release_scratch
+from .conv_transpose import (
+    conv_transpose2d_backward,
+    conv_transpose2d_forward,
+    conv_transpose_output_size,
+)
 from .dense import dense_backward, dense_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .norm import (
@@ -39,6 +51,12 @@ from .pool import (
 )
 from .scale import layerscale_backward, layerscale_forward, mul_backward, mul_forward
 from .shape import add_backward, add_forward, concat_backward, concat_forward, flatten_backward, flatten_forward
+from .upsample import (
+    upsample_bilinear_backward,
+    upsample_bilinear_forward,
+    upsample_nearest_backward,
+    upsample_nearest_forward,
+)
 
 
 def keep_freed_memory() -> bool:
@@ -67,6 +85,10 @@ __all__ = [
     "add_forward",
     "avgpool2d_backward",
     "avgpool2d_forward",
+    "channel_shuffle_backward",
+    "channel_shuffle_forward",
+    "channel_slice_backward",
+    "channel_slice_forward",
     "batchnorm_backward",
     "batchnorm_forward",
     "concat_backward",
@@ -74,6 +96,9 @@ __all__ = [
     "conv2d_backward",
     "conv2d_forward",
     "conv_output_size",
+    "conv_transpose2d_backward",
+    "conv_transpose2d_forward",
+    "conv_transpose_output_size",
     "dense_backward",
     "dense_forward",
     "dropout_backward",
@@ -96,4 +121,8 @@ __all__ = [
     "release_scratch",
     "stochastic_depth_backward",
     "stochastic_depth_forward",
+    "upsample_bilinear_backward",
+    "upsample_bilinear_forward",
+    "upsample_nearest_backward",
+    "upsample_nearest_forward",
 ]
