@@ -2,10 +2,12 @@
 
 Hypothesis writes cnnc programs as TEXT -- chains and graphs (a residual add, a concat,
 squeeze-and-excitation's `mul` with a 1x1xC or flat gate in either operand order, a residual
-branch through layerscale and stochastic_depth), every op with its options: conv strides,
-valid/same/explicit/asymmetric padding, dilation, groups, depthwise, no bias, fused activations;
-max/avg/global pooling with padding, ceil rounding and count_pad; dense, batchnorm (train and
-eval), layernorm, dropout, flatten, every activation -- compiles
+branch through layerscale and stochastic_depth, a split into named parts joined again), every
+op with its options: conv strides, valid/same/explicit/asymmetric padding, dilation, groups,
+depthwise, no bias, fused activations; max/avg/global pooling with padding, ceil rounding and
+count_pad; dense, batchnorm (train and eval), layernorm, dropout, flatten, every activation;
+channel shuffle; nearest and bilinear upsampling; transposed convolution with every padding,
+output padding, dilation and groups -- compiles
 them with cnnc.compile, loads the same weights into both backends and compares the forward
 outputs, the loss, the gradient of every parameter and the gradient of the input.
 
@@ -142,10 +144,83 @@ def act_stmt(draw, channels: int) -> str:
 
 
 @st.composite
+def conv_transpose_stmt(draw, p: Prog):
+    h, w, c = p.shape
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 2)]))
+    dil = draw(st.sampled_from([(1, 1), (1, 1), (2, 1)]))
+    pad = draw(st.sampled_from(["valid", "valid", "same", "1", "0x1", "1x0x0x2"]))
+    groups = draw(st.sampled_from([g for g in (1, 1, 2) if c % g == 0]))
+    cout = groups * draw(st.integers(1, 2))
+    opts = [f"groups={groups}"] if groups != 1 else []
+    if pad == "same":
+        out = (h * stride[0], w * stride[1])
+    else:
+        pads = (0, 0, 0, 0) if pad == "valid" else _pad_attr(pad)
+        op = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dil))
+        if op != (0, 0):
+            opts.append(f"output_padding={op[0]}x{op[1]}")
+        out = tuple((n - 1) * s - a - b + d * (k - 1) + o + 1 for n, s, a, b, d, k, o in
+                    zip((h, w), stride, pads[0::2], pads[1::2], dil, (kh, kw), op))
+    assume(1 <= min(out) and max(out) <= 16)
+    if stride != (1, 1):
+        opts.append(f"stride={stride[0]}x{stride[1]}")
+    if pad != "valid":
+        opts.append(f"pad={pad}")
+    if dil != (1, 1):
+        opts.append(f"dilation={dil[0]}x{dil[1]}")
+    if draw(st.booleans()) and draw(st.booleans()):
+        opts.append("bias=false")
+    act = draw(st.sampled_from([None, None, *FUSABLE]))
+    head = draw(st.sampled_from(["conv_transpose", "deconv"]))
+    p.shape = (*out, cout)
+    return " ".join([f"{head} {cout} {kh}x{kw}", *([act] if act else []), *opts])
+
+
+def split_stage(draw, p: Prog) -> None:
+    """A split into named parts, one part through a conv, the parts joined again (ShuffleNet's
+    unit when the split is in two and a shuffle follows)."""
+    h, w, c = p.shape
+    equal = [n for n in (2, 3) if c % n == 0]
+    if equal and draw(st.booleans()):
+        n = draw(st.sampled_from(equal))
+        parts, sizes = str(n), [c // n] * n
+    else:
+        first = draw(st.integers(1, c - 1))
+        parts, sizes = f"{first}x{c - first}", [first, c - first]
+    names = [p.fresh() for _ in sizes]
+    p.lines.append(f"{', '.join(names)} = split {parts}")
+    c2 = draw(st.integers(1, 3))
+    p.lines.append(f"conv {c2} 1x1 {draw(st.sampled_from(['relu', 'tanh']))}")
+    order = draw(st.permutations([*names[:-1], "here"]))
+    p.lines.append(f"concat {' '.join(order)}")
+    p.shape = (h, w, sum(sizes[:-1]) + c2)
+
+
+@st.composite
 def image_stage(draw, p: Prog, training: bool):
     kind = draw(st.sampled_from(["conv", "conv", "dwconv", "pool", "bn", "act", "dropout",
-                                 "add", "concat", "se", "ln", "scaled_residual"]))
-    if kind == "conv":
+                                 "add", "concat", "se", "ln", "scaled_residual", "split",
+                                 "shuffle", "upsample", "deconv"]))
+    if kind == "split" and p.shape[2] < 2:
+        kind = "conv"
+    if kind == "upsample" and max(p.shape[:2]) > 8:
+        kind = "pool"
+    if kind == "split":
+        split_stage(draw, p)
+    elif kind == "shuffle":
+        g = draw(st.sampled_from([g for g in (1, 2, 3, 4) if p.shape[2] % g == 0]))
+        p.lines.append(f"shuffle {g}")
+    elif kind == "upsample":
+        h, w, c = p.shape
+        sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        scale = str(sh) if sh == sw else f"{sh}x{sw}"
+        mode = draw(st.sampled_from(["", " nearest", " bilinear", " bilinear align_corners=true"]))
+        p.lines.append(f"upsample {scale}{mode}")
+        p.shape = (h * sh, w * sw, c)
+    elif kind == "deconv":
+        p.lines.append(draw(conv_transpose_stmt(p)))
+    elif kind == "conv":
         p.lines.append(draw(conv_stmt(p)))
     elif kind == "dwconv":
         p.lines.append(draw(conv_stmt(p, depthwise=True)))
@@ -403,6 +478,19 @@ CASES = {
     "layer scale and stochastic depth": "input 4x4x3; x = here; dwconv 3x3 pad=1; ln; "
                                         "conv 6 1x1 gelu; conv 3 1x1; layerscale 1e-6; "
                                         "stochastic_depth 0.0; add x",
+    "transposed conv, PyTorch's doubling": "input 3x3x2; deconv 2 3 stride=2 pad=1 "
+                                          "output_padding=1 relu",
+    "transposed conv, asymmetric crops": "input 3x4x2; conv_transpose 3 3x2 stride=2x1 "
+                                         "pad=1x0x0x2 groups=1",
+    "transposed conv, output_padding past the crop": "input 2x2x2; deconv 2 1 stride=3 "
+                                                     "output_padding=2x1 dilation=1",
+    "transposed conv, same, kernel below stride": "input 2x3x2; deconv 4 1x2 stride=3 "
+                                                  "pad=same groups=2",
+    "upsample bilinear, corners aligned": "input 3x2x2; upsample 3x2 bilinear "
+                                          "align_corners=true",
+    "ShuffleNet unit": "input 4x4x4; keep, x = split 2; conv 2 1x1 bias=false; bn; relu; "
+                       "dwconv 3 pad=1; concat keep here; shuffle 2",
+    "split into sizes, parts reordered": "input 3x3x5; a, b, c = split 1x3x1; concat c a b",
 }
 
 

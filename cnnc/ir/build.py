@@ -273,6 +273,8 @@ class Builder:
 
     def assign(self, stmt: ast.Assign, scope: Scope) -> None:
         call = stmt.call
+        if stmt.more_targets:
+            return self.assign_parts(stmt, scope)
         name_ok = self.check_name(stmt.target, stmt.target_span, scope)
         if call.head == "here" and not call.args and not call.options:
             if scope.current is None:
@@ -286,6 +288,68 @@ class Builder:
         result = self.call(call, scope, name=stmt.target if name_ok else None)
         if result is not None and name_ok:
             scope.names[stmt.target] = (result, stmt.target_span)
+
+    def assign_parts(self, stmt: ast.Assign, scope: Scope) -> None:
+        """`a, b = split 2`: one name for each output of an op that makes several."""
+        call = self.substitute(stmt.call, scope)
+        found = ops.lookup(call.head) if call.head not in self.blocks else None
+        if found is None or found[0].outputs is None:
+            what = f"`{call.head}`" if call.head not in ("here", "from") else \
+                f"`{self.text_of(call.span)}`"
+            self.error(stmt.more_targets[0][1], "bad-value",
+                       f"{what} makes one tensor, but {len(stmt.targets)} names are given",
+                       hint=f"name it once, like `{stmt.target} = {self.text_of(call.span)}`; "
+                            "only `split` makes several tensors", scope=scope)
+            raise _Skip
+        call, repeat = self.split_repeat(call, scope)
+        if repeat != 1:
+            self.error(call.span, "bad-value", f"`{call.head}` cannot be repeated: each part "
+                       "needs a name of its own", scope=scope, hint="remove the repeat count")
+            raise _Skip
+        ok = [self.check_name(name, span, scope) for name, span in stmt.targets]
+        seen: set = set()
+        for name, span in stmt.targets:
+            if name in seen:
+                self.error(span, "duplicate-name", f"the name `{name}` is given twice",
+                           scope=scope, hint="give each part its own name")
+                raise _Skip
+            seen.add(name)
+        names = [name if good else None for (name, _), good in zip(stmt.targets, ok)]
+        results = self.make_parts(call, scope, found[0], found[1], names)
+        for (name, span), good, result in zip(stmt.targets, ok, results):
+            if good:
+                scope.names[name] = (result, span)
+
+    def make_parts(self, call: ast.Call, scope: Scope, schema, alias_attrs,
+                   names: list) -> list[str]:
+        """The layers of an op with several outputs, one per part, each with attrs["part"]."""
+        src = self.need_current(call, scope)
+        spans: dict = {}
+        attrs = self.bind_args(schema, call, scope, spans)
+        attrs.update(schema.fixed)
+        attrs.update(alias_attrs)
+        try:
+            count = schema.outputs(attrs)
+        except ops.ShapeError as e:
+            self.error(spans.get(e.arg, call.span), e.code, e.message, hint=e.hint, scope=scope)
+            raise _Skip
+        text = self.text_of(call.span)
+        if len(names) != count:
+            many = ", ".join("abcdefgh"[i] if i < 8 else f"p{i + 1}" for i in range(count))
+            given = "no names are" if not names else \
+                f"{len(names)} name{' is' if len(names) == 1 else 's are'}"
+            self.error(call.span, "bad-value", f"`{text}` makes {count} tensors, but {given} "
+                       "given", hint=f"name each part, like `{many} = {text}`", scope=scope)
+            raise _Skip
+        made = []
+        for i, name in enumerate(names):
+            layer = Layer(name=self.layer_name(schema.name, name, scope), op=schema.name,
+                          attrs={**attrs, "part": i}, inputs=[src], span=call.span, text=text,
+                          context=scope.context, arg_spans=spans,
+                          top_line=scope.call_line or call.span.line)
+            made.append(self.add_layer(layer, scope))
+        scope.current = made[-1]
+        return made
 
     def check_name(self, name: str, span: Span, scope: Scope) -> bool:
         """Whether `name` may name a new tensor here; if not, say why."""
@@ -409,6 +473,13 @@ class Builder:
         schema, alias_attrs = found
         if schema.name == "input":
             return self.make_input(call, scope, schema, name)
+        if schema.outputs is not None:  # `split 2` without names for its parts
+            if repeat != 1:
+                self.error(call.span, "bad-value", f"`{head}` cannot be repeated: each part "
+                           "needs a name of its own", scope=scope, hint="remove the repeat count")
+                raise _Skip
+            return self.make_parts(call, scope, schema, alias_attrs,
+                                   [] if name is None else [name])[-1]
         result = None
         for _ in range(repeat):
             result = self.make_layer(call, scope, schema, alias_attrs,

@@ -96,7 +96,9 @@ def infer(graph: LayerGraph, input_shape: tuple | None = None) -> list[Diagnosti
                 notes.extend(_shrink_note(graph, layer))
             notes.extend(layer.context)
             span = layer.arg_spans.get(e.arg, layer.span) if e.arg else layer.span
-            diagnostics.append(Diagnostic(ERROR, e.code, e.message, span, notes, e.hint))
+            diagnostic = Diagnostic(ERROR, e.code, e.message, span, notes, e.hint)
+            if diagnostic not in diagnostics:  # the parts of one `split` fail alike: say it once
+                diagnostics.append(diagnostic)
             continue
         layer.shape = shape
         layer.in_shapes = in_shapes

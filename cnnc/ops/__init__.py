@@ -136,6 +136,9 @@ class OpSchema:
     # the op as a short phrase for the summary table, e.g. "conv 32 3x3 s2 same relu"
     describe: Callable[[dict], str] | None = None
     doc: str = ""
+    # An op with several outputs (`a, b = split 2`): how many, from the bound attrs. The builder
+    # makes one layer per output, named by the statement, each with attrs["part"] = its index.
+    outputs: Callable[[dict], int] | None = None
 
     @property
     def merges(self) -> bool:
@@ -169,7 +172,19 @@ def _load_builtins() -> None:
         return
     # The flag is set only once every module has registered: a thread that finds it unset
     # imports them too, and Python's import lock makes it wait for the first thread's imports.
-    from . import activation, conv, dense, io, merge, norm, pool, residual  # noqa: F401  (they register)
+    from . import (  # noqa: F401  (they register)
+        activation,
+        channels,
+        conv,
+        conv_transpose,
+        dense,
+        io,
+        merge,
+        norm,
+        pool,
+        residual,
+        upsample,
+    )
     _builtins_loaded = True
 
 

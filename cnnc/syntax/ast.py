@@ -77,14 +77,23 @@ class Call(namedtuple("Call", "head head_span args options span")):
             any(o.value.kind == "error" for o in self.options)
 
 
-class Assign(namedtuple("Assign", "target target_span call span")):
-    """`name = call`: names the call's output tensor (`skip = here` names the current one)."""
+class Assign(namedtuple("Assign", "target target_span call span more_targets",
+                        defaults=((),))):
+    """`name = call`: names the call's output tensor (`skip = here` names the current one).
+
+    `a, b = split 2` names each output of an op with several: `target` is the first name,
+    `more_targets` the others, as (name, span) pairs."""
 
     __slots__ = ()
     target: str
     target_span: Span
     call: Call
     span: Span
+    more_targets: tuple[tuple[str, Span], ...]
+
+    @property
+    def targets(self) -> tuple[tuple[str, Span], ...]:
+        return ((self.target, self.target_span), *self.more_targets)
 
 
 class Param(namedtuple("Param", "name default span")):

@@ -268,9 +268,12 @@ class _AstBuilder:
         return ast.Call(head.value, self._token_span(head), args, options,
                         self._rule_span(children))
 
-    def assign(self, children):  # NAME "=" call
+    def assign(self, children):  # NAME ("," NAME)* "=" call
         target, call = children[0], children[-1]
-        return ast.Assign(target.value, self._token_span(target), call, self._span(target, call))
+        more = tuple((t.value, self._token_span(t)) for t in children[1:-1]
+                     if isinstance(t, Token) and t.type == "NAME")
+        return ast.Assign(target.value, self._token_span(target), call, self._span(target, call),
+                          more)
 
     def param(self, children):  # NAME ["=" value]
         name, default = children[0], children[-1]

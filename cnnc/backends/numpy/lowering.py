@@ -184,6 +184,55 @@ def _mul_b(layer, p, cache, dy, ctx):
     return K.mul_backward(dy, cache), {}
 
 
+def _split_f(layer, p, inputs, ctx):
+    (x,) = inputs
+    return K.channel_slice_forward(x, *layer.settled["channels"])
+
+
+def _split_b(layer, p, cache, dy, ctx):
+    return [K.channel_slice_backward(dy, cache)], {}
+
+
+def _shuffle_f(layer, p, inputs, ctx):
+    return K.channel_shuffle_forward(inputs[0], layer.settled["groups"])
+
+
+def _shuffle_b(layer, p, cache, dy, ctx):
+    return [K.channel_shuffle_backward(dy, cache)], {}
+
+
+# -- resampling ---------------------------------------------------------------------------------
+def _upsample_f(layer, p, inputs, ctx):
+    a = layer.settled
+    if a["mode"] == "nearest":
+        y, cache = K.upsample_nearest_forward(inputs[0], a["scale"])
+    else:
+        y, cache = K.upsample_bilinear_forward(inputs[0], a["scale"], a["align_corners"])
+    return y, (a["mode"], cache)
+
+
+def _upsample_b(layer, p, cache, dy, ctx):
+    mode, inner = cache
+    if mode == "nearest":
+        return [K.upsample_nearest_backward(dy, inner)], {}
+    return [K.upsample_bilinear_backward(dy, inner)], {}
+
+
+def _conv_transpose_f(layer, p, inputs, ctx):
+    a = layer.settled
+    return K.conv_transpose2d_forward(inputs[0], p["weight"], p.get("bias"), stride=a["stride"],
+                                      pads=a["pads"], output_padding=a["output_pads"],
+                                      dilation=a["dilation"], groups=a["groups"])
+
+
+def _conv_transpose_b(layer, p, cache, dy, ctx):
+    dx, dw, db = K.conv_transpose2d_backward(dy, cache, need_dx=ctx.need_dx)
+    grads = {"weight": dw}
+    if db is not None:
+        grads["bias"] = db
+    return [dx], grads
+
+
 def _input_f(layer, p, inputs, ctx):
     return inputs[0], None
 
@@ -208,5 +257,9 @@ register_builtin_kernels("numpy", {
     "add": (_add_f, _add_b),
     "concat": (_concat_f, _concat_b),
     "mul": (_mul_f, _mul_b),
+    "split": (_split_f, _split_b),
+    "shuffle": (_shuffle_f, _shuffle_b),
+    "upsample": (_upsample_f, _upsample_b),
+    "conv_transpose": (_conv_transpose_f, _conv_transpose_b),
     **ACTIVATION_KERNELS,
 })

@@ -423,6 +423,90 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=1)
 
 
+class ChannelSlice(nn.Module):
+    """One part of a split: channels [start, stop) (features, once flat)."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]
+
+    def extra_repr(self) -> str:
+        return f"channels=[{self.start}, {self.stop})"
+
+
+def lower_split(layer, in_shapes):
+    return ChannelSlice(*layer.settled["channels"])
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's shuffle, as torchvision writes it: view (N, g, C/g, ...), transpose, flatten.
+    (nn.ChannelShuffle has no backward on every build; this is plain autograd.)"""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        rest = x.shape[2:]
+        y = x.reshape(n, self.groups, c // self.groups, *rest).transpose(1, 2)
+        return y.reshape(n, c, *rest)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+def lower_upsample(layer, in_shapes):
+    a = layer.settled
+    scale = tuple(float(s) for s in a["scale"])
+    if a["mode"] == "nearest":
+        return nn.Upsample(scale_factor=scale, mode="nearest")
+    return nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=a["align_corners"])
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with the language's padding (any of top/bottom/left/right, crops of
+    the full output). Symmetric padding is PyTorch's own `padding`; otherwise the full output
+    is computed without the bias, cropped (or extended with zeros past the last tap, for
+    output_padding) to exactly the checked size, and the bias added."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, *, pads, output_padding,
+                 out_hw, **kw):
+        top, bottom, left, right = pads
+        self.symmetric = top == bottom and left == right
+        super().__init__(in_channels, out_channels, kernel_size,
+                         padding=(top, left) if self.symmetric else 0,
+                         output_padding=tuple(output_padding) if self.symmetric else 0, **kw)
+        self.pads, self.out_hw = tuple(pads), tuple(out_hw)
+
+    def forward(self, x):
+        if self.symmetric:
+            return super().forward(x)
+        y = F.conv_transpose2d(x, self.weight, None, self.stride, 0, 0, self.groups,
+                               self.dilation)
+        (oh, ow), top, left = self.out_hw, self.pads[0], self.pads[2]
+        # F.pad's negative entries crop: (left, right, top, bottom)
+        y = F.pad(y, (-left, left + ow - y.shape[3], -top, top + oh - y.shape[2]))
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.symmetric else s + f", pads(t,b,l,r)={self.pads}"
+
+
+def lower_conv_transpose(layer, in_shapes):
+    a = layer.settled
+    return ConvTranspose2d(in_shapes[0][2], a["filters"], tuple(a["kernel"]),
+                           stride=tuple(a["stride"]), dilation=tuple(a["dilation"]),
+                           groups=a["groups"], bias=a["bias"], pads=a["pads"],
+                           output_padding=a["output_pads"], out_hw=layer.shape[:2])
+
+
 register_builtin_kernels("torch", {
     "conv": lower_conv,
     "dwconv": lower_conv,
@@ -437,6 +521,10 @@ register_builtin_kernels("torch", {
     "add": lambda layer, in_shapes: Add(),
     "concat": lambda layer, in_shapes: Concat(),
     "mul": lambda layer, in_shapes: Mul(),
+    "split": lower_split,
+    "shuffle": lambda layer, in_shapes: ChannelShuffle(layer.settled["groups"]),
+    "upsample": lower_upsample,
+    "conv_transpose": lower_conv_transpose,
     **ACTIVATION_FUNCTIONS,
 })
 
