@@ -37,6 +37,13 @@ class LossPlan:
     kind: str
     fused: bool
     classes: int  # the model's output units
+    # mse against the input itself (an autoencoder): the output has the input's shape, the
+    # labels are not used, and there is no accuracy
+    reconstruct: bool = False
+
+    @property
+    def has_accuracy(self) -> bool:
+        return not self.reconstruct
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         """Class indices from outputs (logits when fused)."""
@@ -47,11 +54,23 @@ class LossPlan:
 
 
 def plan_loss(model, name: str = "auto") -> LossPlan:
-    out_shape = model.output_shape
+    out_shape = tuple(model.output_shape)
     if len(out_shape) != 1:
-        raise CnncError(f"the model's output is an image ({'x'.join(map(str, out_shape))}); "
-                        "training needs one output per class", code="backend",
-                        hint="end the model with `flatten` or `pool global avg` and `dense K`")
+        shape, inp = "x".join(map(str, out_shape)), "x".join(map(str, model.input_shape))
+        if name == "mse" and out_shape == tuple(model.input_shape):
+            return LossPlan("mse", False, 0, reconstruct=True)
+        if name == "mse":
+            raise CnncError(f"the model's output is an image ({shape}) but not of the input's "
+                            f"shape ({inp}): mse on an image output reconstructs the input",
+                            code="backend", hint=f"end the model with an output of {inp}")
+        hint = "end the model with `flatten` or `pool global avg` and `dense K`"
+        if out_shape == tuple(model.input_shape):
+            hint = ("to train it to reconstruct its input (an autoencoder), use `--loss mse` "
+                    "(or `loss mse` in the train: section); to classify, " + hint[0].lower()
+                    + hint[1:])
+        raise CnncError(f"the model's output is an image ({shape}); training needs one output "
+                        f"per class, or --loss mse to reconstruct the input", code="backend",
+                        hint=hint)
     classes = out_shape[0]
     layer = model.graph[model.graph.output]
     last = layer.activation

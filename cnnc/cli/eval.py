@@ -51,10 +51,12 @@ def run(args) -> int:
         data = session.put(ds.test_x, ds.test_y)
         loss, correct = session.evaluate(data, args.batch_size)
     loss, n = float(loss), len(ds.test_x)
-    accuracy = int(correct) / max(n, 1)
+    # an autoencoder (mse against the input) has no accuracy: null, and "-" in text
+    accuracy = int(correct) / max(n, 1) if session.plan.has_accuracy else None
     if args.json:
         print(json.dumps({"loss": loss if np.isfinite(loss) else None, "accuracy": accuracy,
                           "images": n}))
     else:
-        print(f"test_loss {loss:.4f}  test_accuracy {accuracy:.4f}  ({n:,} images)")
+        shown = f"{accuracy:.4f}" if accuracy is not None else "-"
+        print(f"test_loss {loss:.4f}  test_accuracy {shown}  ({n:,} images)")
     return EXIT_OK

@@ -159,8 +159,10 @@ def _train(model, args, config) -> int:
         print(f"{args.out} already holds {result.completed_epoch} epochs; pass a larger "
               "--epochs to train longer")
     if result.test is not None:
+        accuracy = result.test["test_accuracy"]  # None for an autoencoder
         say(f"test_loss {_fmt(result.test['test_loss'])}  test_accuracy "
-            f"{result.test['test_accuracy']:.4f}  ({result.test['test_images']:,} images, "
+            f"{'-' if accuracy is None else _fmt(accuracy)}  "
+            f"({result.test['test_images']:,} images, "
             f"weights after epoch {result.completed_epoch})")
     if args.out and main:
         best = f" (best: epoch {result.best_epoch}, lowest {result.best_key})" \

@@ -251,6 +251,8 @@ class _Trainer:
                                   "augment": self.augment.to_json(),
                                   **({"classes": list(classes)} if classes else {})}}
         self.reference_loss: float | None = None  # the run's first batch loss (divergence rule)
+        # an autoencoder (mse against the input) has a loss but no accuracy: recorded as null
+        self.has_accuracy = getattr(getattr(session, "plan", None), "has_accuracy", True)
 
     # -- sums across ranks -------------------------------------------------------------------
     def _reduced(self, values: list[float]) -> list[float]:
@@ -274,7 +276,7 @@ class _Trainer:
         loss_sum, correct, n = self._reduced(sums)
         if n == 0:
             return float("nan"), float("nan"), 0
-        return loss_sum / n, correct / n, int(n)
+        return loss_sum / n, (correct / n if self.has_accuracy else None), int(n)
 
     # -- one epoch ---------------------------------------------------------------------------
     def run_epoch(self, epoch: int, train_data, n_train: int, val) -> dict:
@@ -325,7 +327,8 @@ class _Trainer:
                 flush()
                 last_flush = now
                 if seen:
-                    stats = BatchStats(loss_sum / seen, correct_sum / seen,
+                    stats = BatchStats(loss_sum / seen,
+                                       correct_sum / seen if self.has_accuracy else None,
                                        seen / max(now - started, 1e-9))
             self.reporter.batch(epoch, b + 1, batches, stats)
         flush()
@@ -334,7 +337,7 @@ class _Trainer:
         if self._bad(loss_sum / max(seen, 1)):
             self._diverged(epoch, first_bad, batches, loss_sum / max(seen, 1))
         record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                  "train_accuracy": correct_sum / max(seen, 1),
+                  "train_accuracy": correct_sum / max(seen, 1) if self.has_accuracy else None,
                   "val_loss": None, "val_accuracy": None}
         if val is not None:
             vloss, vacc, _ = self.evaluate(val)

@@ -26,7 +26,7 @@ class BatchStats:
     """Running figures for the epoch so far (this process's batches)."""
 
     loss: float
-    accuracy: float
+    accuracy: float | None  # None without classes (an autoencoder)
     images_per_second: float
 
 

@@ -128,7 +128,10 @@ class NumpySession(Session):
 
     _want_input_grad = False
 
-    def loss_and_grad(self, out: np.ndarray, y: np.ndarray):
+    def loss_and_grad(self, out: np.ndarray, y: np.ndarray, x: np.ndarray | None = None):
+        """The loss and its gradient for outputs `out` of inputs `x` with labels `y`."""
+        if self.plan.reconstruct:  # an autoencoder: the input is the target
+            return losses.mean_squared_error(out, x)
         kind = self.plan.kind
         if kind == "cross_entropy":
             if self.plan.fused:
@@ -148,7 +151,7 @@ class NumpySession(Session):
                   input_grad: bool = False):
         """(loss, {param: grad}, outputs) for one batch; for gradient checks and training."""
         out, caches, ctx = self.forward(x, training=training, fused=self.plan.fused, keep=True)
-        loss, dout = self.loss_and_grad(out, y)
+        loss, dout = self.loss_and_grad(out, y, x)
         self._want_input_grad = input_grad
         try:
             grads = self.backward(dout, caches, ctx)
@@ -189,8 +192,12 @@ class NumpySession(Session):
         loss, grads, out = self.gradients(xb, yb)
         params = {k: self.weights[k] for k in grads}
         self.optimizer.step(params, grads)
-        correct = int((self.plan.predictions(out) == yb).sum())
-        return loss, correct
+        return loss, self._correct(out, yb)
+
+    def _correct(self, out, y) -> int:
+        if not self.plan.has_accuracy:
+            return 0
+        return int((self.plan.predictions(out) == y).sum())
 
     def evaluate(self, data, batch_size: int = 256):
         x, y = data
@@ -198,9 +205,9 @@ class NumpySession(Session):
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             out = self.forward(xb, training=False, fused=self.plan.fused)
-            loss, _ = self.loss_and_grad(out, yb)
+            loss, _ = self.loss_and_grad(out, yb, xb)
             total += loss * len(xb)
-            correct += int((self.plan.predictions(out) == yb).sum())
+            correct += self._correct(out, yb)
         return total / max(len(x), 1), correct
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -229,8 +229,11 @@ class TorchSession(Session):
         return xb, yb
 
     # -- loss -----------------------------------------------------------------------------------
-    def _loss(self, out, y, reduction: str = "mean"):
+    def _loss(self, out, y, reduction: str = "mean", x=None):
         out = out.to(self.dtype)  # bfloat16 under autocast -> the loss in full precision
+        if self.plan.reconstruct:  # an autoencoder: the input is the target
+            loss = F.mse_loss(out, x.detach().to(out.dtype), reduction=reduction)
+            return loss / out[0].numel() if reduction == "sum" else loss
         kind = self.plan.kind
         if kind == "cross_entropy":  # raw outputs read as logits when not fused, as torch does
             return F.cross_entropy(out, y, reduction=reduction)
@@ -243,6 +246,12 @@ class TorchSession(Session):
             target = y.to(out.dtype).reshape(out.shape)
         loss = F.mse_loss(out, target, reduction=reduction)
         return loss / out[0].numel() if reduction == "sum" else loss  # per image, like the mean
+
+    def _correct(self, out, y):
+        """How many predictions are right (a device scalar); 0 without classes to predict."""
+        if not self.plan.has_accuracy:
+            return torch.zeros((), dtype=torch.int64, device=out.device)
+        return (self._predictions(out) == y).sum()
 
     def _predictions(self, out):
         if self.plan.classes == 1:
@@ -376,7 +385,7 @@ class TorchSession(Session):
             t0 = time.perf_counter()
             with self._autocast():
                 out = net(x, logits=self.plan.fused)
-            self._loss(out, yb).backward()
+            self._loss(out, yb, x=x).backward()
             self._sync()
             for p in net.parameters():
                 p.grad = None
@@ -445,13 +454,13 @@ class TorchSession(Session):
         self.module.train()
         with self._autocast():
             out = self._guarded(self._train_net, xb)
-        loss = self._loss(out, yb)
+        loss = self._loss(out, yb, x=xb)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self._step_count += 1
         with torch.no_grad():
-            correct = (self._predictions(out.detach()) == yb).sum()
+            correct = self._correct(out.detach(), yb)
         return loss.detach(), correct
 
     def _guarded(self, net, x, logits=None):
@@ -476,8 +485,8 @@ class TorchSession(Session):
             xb, yb = self._batch(data, slice(start, start + batch_size))
             with self._autocast():
                 out = self._guarded(self._eval_net, xb)
-            total += self._loss(out, yb, reduction="sum").double()
-            correct += (self._predictions(out) == yb).sum()
+            total += self._loss(out, yb, reduction="sum", x=xb).double()
+            correct += self._correct(out, yb)
         return float(total) / max(n, 1), int(correct)
 
     @torch.no_grad()
@@ -507,7 +516,7 @@ class TorchSession(Session):
         for p in net.parameters():
             p.grad = None
         out = net(xt, logits=self.plan.fused)
-        loss = self._loss(out, yt)
+        loss = self._loss(out, yt, x=xt)
         loss.backward()
         grads = {name: p.grad.detach().cpu().numpy() for name, p in net.named_parameters()
                  if p.grad is not None}
