@@ -19,26 +19,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # A module that registers its ops when imported (the entry point names the module).
-UPSAMPLE_MODULE = '''
-"""`upsample F`: nearest-neighbour upsampling; `scale`: a learned per-channel scale."""
+ENLARGE_MODULE = '''
+"""`enlarge F`: nearest-neighbour upsampling (a plugin's own, beside the built-in
+`upsample`); `scale`: a learned per-channel scale."""
 from cnnc.ops import Arg, OpSchema, ShapeError, register
 
 
-def infer_upsample(attrs, in_shapes):
+def infer_enlarge(attrs, in_shapes):
     (shape,) = in_shapes
     if len(shape) != 3:
-        raise ShapeError("`upsample` needs an image", code="shape")
+        raise ShapeError("`enlarge` needs an image", code="shape")
     h, w, c = shape
     return (h * attrs["factor"], w * attrs["factor"], c)
 
 
 register(OpSchema(
-    name="upsample",
+    name="enlarge",
     summary="nearest-neighbour upsampling by an integer factor",
     positional=(Arg("factor", "int", 2, min=1),),
-    infer=infer_upsample,
+    infer=infer_enlarge,
     window=lambda attrs: (1, 1, 1, 1),
-    describe=lambda attrs: f"upsample {attrs['factor']}",
+    describe=lambda attrs: f"enlarge {attrs['factor']}",
 ))
 
 register(OpSchema(
@@ -82,55 +83,55 @@ def run(site: Path, code: str) -> subprocess.CompletedProcess:
 
 
 def test_a_plugin_op_compiles_and_is_costed(tmp_path):
-    install(tmp_path, "fake_cnnc_ops", {"fake_cnnc_ops": UPSAMPLE_MODULE,
+    install(tmp_path, "fake_cnnc_ops", {"fake_cnnc_ops": ENLARGE_MODULE,
                                         "fake_cnnc_more": CALLABLE_MODULE},
-            {"upsample": "fake_cnnc_ops", "identity2": "fake_cnnc_more:make"})
+            {"enlarge": "fake_cnnc_ops", "identity2": "fake_cnnc_more:make"})
     r = run(tmp_path, """
         import json, cnnc
-        model = cnnc.compile("input 8x8x3\\nconv 4 3 pad=same\\nupsample 2\\nscale\\nidentity2\\n"
-                             "upsample\\nflatten\\ndense 10")
+        model = cnnc.compile("input 8x8x3\\nconv 4 3 pad=same\\nenlarge 2\\nscale\\nidentity2\\n"
+                             "enlarge\\nflatten\\ndense 10")
         assert model.ok, model.diagnostics
         s = model.summary()
         print(json.dumps({"shapes": [list(l.shape) for l in model.graph.layers()],
                           "ops": [l.op for l in model.graph.layers()],
                           "rows": [[r.description, r.params, r.macs] for r in s.rows],
                           "total": s.total_params, "macs": s.macs,
-                          "rf": model.graph["upsample_1"].receptive_field}))
+                          "rf": model.graph["enlarge_1"].receptive_field}))
     """)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["ops"] == ["input", "conv", "upsample", "scale", "identity2", "upsample",
+    assert out["ops"] == ["input", "conv", "enlarge", "scale", "identity2", "enlarge",
                           "flatten", "dense"]
     assert out["shapes"] == [[8, 8, 3], [8, 8, 4], [16, 16, 4], [16, 16, 4], [16, 16, 4],
                              [32, 32, 4], [4096], [10]]
     conv, scale, dense = 3 * 3 * 3 * 4 + 4, 4, 4096 * 10 + 10
     assert out["total"] == conv + scale + dense
-    assert out["rows"][2] == ["upsample 2", 0, 0]
+    assert out["rows"][2] == ["enlarge 2", 0, 0]
     assert out["rows"][3] == ["scale", 4, 16 * 16 * 4]
     assert out["macs"] == 8 * 8 * 4 * 27 + 16 * 16 * 4 + 4096 * 10
     assert out["rf"] == 3
 
 
 def test_plugin_ops_in_the_cli_and_in_diagnostics(tmp_path):
-    install(tmp_path, "fake_cnnc_ops", {"fake_cnnc_ops": UPSAMPLE_MODULE},
-            {"upsample": "fake_cnnc_ops"})
-    (tmp_path / "m.cnn").write_text("input 8x8x3\nupsampel 2\nupsample 2 mode=x\nflatten\n"
-                                    "upsample\n")
+    install(tmp_path, "fake_cnnc_ops", {"fake_cnnc_ops": ENLARGE_MODULE},
+            {"enlarge": "fake_cnnc_ops"})
+    (tmp_path / "m.cnn").write_text("input 8x8x3\nenlarg 2\nenlarge 2 mode=x\nflatten\n"
+                                    "enlarge\n")
     r = run(tmp_path, f"""
         from cnnc.cli import main
         main(["check", {str(tmp_path / "m.cnn")!r}])
     """)
     assert r.returncode == 1, r.stderr
-    assert "unknown layer `upsampel`" in r.stderr and "did you mean `upsample`?" in r.stderr
-    assert "`upsample` has no option `mode`" in r.stderr
-    assert "`upsample` needs an image" in r.stderr
+    assert "unknown layer `enlarg`" in r.stderr and "did you mean `enlarge`?" in r.stderr
+    assert "`enlarge` has no option `mode`" in r.stderr
+    assert "`enlarge` needs an image" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_a_broken_plugin_does_not_break_the_compiler(tmp_path):
     install(tmp_path, "broken_cnnc_ops", {"broken_cnnc_ops": "raise ImportError('no gpu here')\n",
-                                          "clashing_cnnc_ops": UPSAMPLE_MODULE.replace(
-                                              'name="upsample"', 'name="conv"')},
+                                          "clashing_cnnc_ops": ENLARGE_MODULE.replace(
+                                              'name="enlarge"', 'name="conv"')},
             {"broken": "broken_cnnc_ops", "clash": "clashing_cnnc_ops"})
     r = run(tmp_path, """
         import cnnc
