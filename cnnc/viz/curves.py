@@ -114,7 +114,8 @@ def curves_canvas(records: list[dict], title: str | None = None) -> Canvas:
     _panel(sub, PANEL_W, "accuracy", epochs, [
         ("train", TRAIN_COLOR, [r.get("train_accuracy") for r in rows], False),
         ("validation", VAL_COLOR, [r.get("val_accuracy") for r in rows], True)],
-        marks=[("test", TEST_COLOR, test["test_accuracy"])] if test else [])
+        marks=[("test", TEST_COLOR, test["test_accuracy"])] if test and test.get("test_accuracy")
+        is not None else [])  # (an autoencoder has no accuracy)
     return c
 
 
