@@ -332,7 +332,7 @@ class Builder:
             count = schema.outputs(attrs)
         except ops.ShapeError as e:
             self.error(spans.get(e.arg, call.span), e.code, e.message, hint=e.hint, scope=scope)
-            raise _Skip
+            raise _Skip from None
         text = self.text_of(call.span)
         if len(names) != count:
             many = ", ".join("abcdefgh"[i] if i < 8 else f"p{i + 1}" for i in range(count))

@@ -5,9 +5,9 @@
     shuffle 2                   # channel shuffle in 2 groups
 
 `split` makes one layer per named part (each a slice of the channels, attribute `part` saying
-which, settled `channels` = (start, stop)), so every part is an ordinary tensor: merge it, branch from it, name it again. The last
-part becomes the current tensor. Both ops work on the last axis, the channels of an image or
-the features of a flat vector.
+which, settled `channels` = (start, stop)), so every part is an ordinary tensor: merge it,
+branch from it, name it again. The last part becomes the current tensor. Both ops work on the
+last axis, the channels of an image or the features of a flat vector.
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ counts them: in_h * in_w * Cin * (F/groups) * KH * KW (every input pixel times e
 from __future__ import annotations
 
 from . import Arg, Inferred, OpSchema, Param, ShapeError, register
-from ._common import (ACTIVATION_ARG, BIAS, DILATION, STRIDE, act_suffix, need_image, pad_text,
-                      size_text)
+from ._common import ACTIVATION_ARG, BIAS, DILATION, STRIDE, act_suffix, need_image, pad_text, size_text
 from .conv import _divisors
 from .shapes import effective_kernel, fmt_shape
 
