@@ -91,3 +91,22 @@ def test_colour_only_when_asked_or_on_a_terminal():
     assert "\x1b[1;31merror:" in r.stderr
     r = cnnc("eval", "examples/quickstart.cnn", "--weights", "missing.safetensors", NO_COLOR="")
     assert "\x1b[" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "summary"])
+def test_check_and_summary_import_no_exporter_or_image_library(command):
+    code = f"""
+import contextlib, io, sys
+from cnnc.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        main([{command!r}, "examples/zoo/resnet18.cnn"])
+    except SystemExit as e:
+        assert e.code == 0, e.code
+print(sorted(m for m in ("onnx", "onnxruntime", "PIL", "torch", "numpy", "safetensors")
+             if m in sys.modules))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

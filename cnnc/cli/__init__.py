@@ -28,8 +28,8 @@ import sys
 from .report import EXIT_ERRORS, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 # The commands, in the order `cnnc --help` lists them: modules of this package.
-COMMANDS = ["check", "summary", "sizes", "diff", "verify", "graph", "train", "eval", "plot",
-            "convert"]
+COMMANDS = ["check", "summary", "sizes", "diff", "verify",
+            "graph", "train", "eval", "plot", "convert", "export"]
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_ERRORS", "EXIT_USAGE",
            "EXIT_INTERRUPTED"]

@@ -9,7 +9,8 @@ from .report import EXIT_OK
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate trained weights on the test split")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--weights", required=True, metavar="W", help="a .safetensors file")
+    p.add_argument("--weights", required=True, metavar="W",
+                   help="a cnnc .safetensors file or a PyTorch state_dict (.pt/.pth)")
     add_run_flags(p)
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="N")
     p.add_argument("--json", action="store_true", help="print {loss, accuracy, images} as JSON")
@@ -19,8 +20,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import json
 
-    from ..train.checkpoint import load_safetensors
     from ..train.engine import model_hash
+    from ..weights import load_weights
     from .common import backend_options, load_data, load_model, train_config
 
     model = load_model(args.file, json=args.json)
@@ -28,7 +29,8 @@ def run(args) -> int:
     from ..train.memory import check_memory
 
     check_memory(model, args.batch_size, 0, limit=args.max_memory, training=False)
-    weights, meta = load_safetensors(args.weights)  # before the data: a typo fails fast
+    # before the data: a typo fails fast. A cnnc or a PyTorch file, matched in full.
+    weights, _, meta = load_weights(model, args.weights, seed=config.seed, partial=False)
     ds = load_data(model, args, config)
     session = model.to_backend(args.backend or "numpy", seed=config.seed, loss=config.loss,
                                **backend_options(args))

@@ -1,0 +1,348 @@
+"""The checked layer graph as an ONNX model, built with onnx.helper, one lowering per op.
+
+    model = to_onnx(cnnc_model, weights, layout="nhwc")   # an onnx.ModelProto, checked
+    onnx.save(model, "model.onnx")
+
+Inside, images are N x C x H x W (ONNX's convention for Conv and pooling). The graph's input is
+`input`, N x H x W x C as the language states images (a Transpose follows it), or N x C x H x W
+with layout="nchw"; the batch dimension is dynamic ("batch"). The output, `output`, is what the
+model computes, its final softmax included; an image output is turned back to NHWC under the
+NHWC layout. The metadata (`metadata_props`) says the layout, the opset and the model.
+
+LOWERINGS maps an op name to a function
+
+    lower(b: Builder, layer, inputs: list[str], in_shapes: list[tuple]) -> str
+
+that adds the layer's nodes through `b` and returns the name of its output tensor. Parameters
+are initializers named as in cnnc's weight files ("conv_1.weight"), in PyTorch's layouts, which
+are ONNX's too (Conv: O x I/g x kH x kW; Gemm with transB: out x in). An op from a plugin adds
+its lowering with `register("name", lower)`.
+
+Semantics that need care, each handled where its op is lowered:
+- 'same' padding that cannot be split evenly (TensorFlow's rule: the extra row after) and
+  explicit top/bottom/left/right pads: Conv's and pooling's `pads` attribute is asymmetric
+  already ([top, left, bottom, right]);
+- ceil rounding: never ONNX's ceil_mode (its rule for a last window starting in the padding has
+  changed between opsets); the trailing pads are extended so that floor rounding gives the
+  checked size, and average pooling then divides by the language's own divisor (a constant);
+- count_pad: AveragePool's count_include_pad where the windows stay inside the padded input;
+- fused activations after Conv/Gemm, with PyTorch's default parameters;
+- flatten: channel-major, as PyTorch (Flatten of N x C x H x W);
+- global pooling: GlobalAveragePool/GlobalMaxPool, then Flatten unless keepdims.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+OPSET = 17  # ai.onnx opset of every exported model (Gelu is written out with Erf)
+LAYOUTS = ("nhwc", "nchw")
+
+
+class Builder:
+    """The graph being written: nodes, initializers, fresh names."""
+
+    def __init__(self, weights: dict[str, np.ndarray]):
+        self.weights = weights
+        self.nodes = []
+        self.initializers = {}
+        self._used: set[str] = set()
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._used:
+            i += 1
+            name = f"{base}_{i}"
+        self._used.add(name)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
+        """Add one node; returns the name of its (single) output tensor."""
+        from onnx import helper
+
+        out = self.fresh(name)
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def param(self, layer, pname: str) -> str:
+        """The initializer of a layer's parameter, named as in the weights file."""
+        key = f"{layer.name}.{pname}"
+        if key not in self.initializers:
+            self.initializers[key] = np.asarray(self.weights[key], dtype=np.float32)
+            self._used.add(key)
+        return key
+
+    def const(self, base: str, value) -> str:
+        name = self.fresh(base)
+        self.initializers[name] = np.asarray(value, dtype=np.float32)
+        return name
+
+
+# -- activations ---------------------------------------------------------------------------------
+
+
+def activation(b: Builder, kind: str, x: str, name: str, params: dict | None = None) -> str:
+    """One activation. `params` are a standalone layer's (slope, alpha); fused ones take
+    PyTorch's defaults, as the backends do."""
+    params = params or {}
+    if kind == "relu":
+        return b.node("Relu", [x], name)
+    if kind == "relu6":
+        return b.node("Clip", [x, b.const(f"{name}.min", 0.0), b.const(f"{name}.max", 6.0)],
+                      name)
+    if kind == "tanh":
+        return b.node("Tanh", [x], name)
+    if kind == "sigmoid":
+        return b.node("Sigmoid", [x], name)
+    if kind == "softmax":
+        return b.node("Softmax", [x], name, axis=1)  # over channels (4-D) or features (2-D)
+    if kind == "leaky_relu":
+        return b.node("LeakyRelu", [x], name, alpha=float(params.get("slope", 0.01)))
+    if kind == "elu":
+        return b.node("Elu", [x], name, alpha=float(params.get("alpha", 1.0)))
+    if kind == "gelu":  # the exact form, x * (1 + erf(x / sqrt 2)) / 2 (ONNX Gelu is opset 20)
+        scaled = b.node("Mul", [x, b.const(f"{name}.rsqrt2", 1 / math.sqrt(2))],
+                        f"{name}.scaled")
+        erf = b.node("Erf", [scaled], f"{name}.erf")
+        one = b.node("Add", [erf, b.const(f"{name}.one", 1.0)], f"{name}.plus1")
+        half = b.node("Mul", [x, b.const(f"{name}.half", 0.5)], f"{name}.halfx")
+        return b.node("Mul", [half, one], name)
+    if kind == "silu":  # x * sigmoid(x)
+        return b.node("Mul", [x, b.node("Sigmoid", [x], f"{name}.sigmoid")], name)
+    raise KeyError(kind)
+
+
+def _fused(b: Builder, layer, y: str) -> str:
+    act = layer.attrs.get("activation")
+    if not act:
+        return y
+    return activation(b, act, y, f"{layer.name}.{act}")
+
+
+def _standalone(kind: str):
+    def lower(b, layer, inputs, in_shapes):
+        params = {k: layer.attrs[k] for k in ("slope", "alpha") if k in layer.attrs}
+        return activation(b, kind, inputs[0], layer.name, params)
+
+    return lower
+
+
+# -- layers --------------------------------------------------------------------------------------
+
+
+def _onnx_pads(pads) -> list[int]:
+    """cnnc's (top, bottom, left, right) as ONNX's [top, left, bottom, right]."""
+    top, bottom, left, right = pads
+    return [int(top), int(left), int(bottom), int(right)]
+
+
+def lower_conv(b, layer, inputs, in_shapes):
+    a = layer.attrs
+    cin = in_shapes[0][2]
+    groups = cin if a.get("depthwise") else a["groups"]
+    ins = [inputs[0], b.param(layer, "weight")]
+    if "bias" in layer.params:
+        ins.append(b.param(layer, "bias"))
+    name = layer.name if not a.get("activation") else f"{layer.name}.conv"
+    y = b.node("Conv", ins, name, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+               dilations=list(a["dilation"]), pads=_onnx_pads(a["pads"]), group=int(groups))
+    return _fused(b, layer, y)
+
+
+def lower_dense(b, layer, inputs, in_shapes):
+    ins = [inputs[0], b.param(layer, "weight")]
+    if "bias" in layer.params:
+        ins.append(b.param(layer, "bias"))
+    name = layer.name if not layer.attrs.get("activation") else f"{layer.name}.gemm"
+    return _fused(b, layer, b.node("Gemm", ins, name, transB=1))
+
+
+def _pool_extent(size: int, out: int, k: int, s: int, before: int, after: int):
+    """(pad after for floor rounding to give `out` windows, whether the declared pads already
+    do). Ceil rounding adds one window that floor would not: the pad after grows to hold it."""
+    need = (out - 1) * s + k  # the padded extent the last window ends at
+    floor_out = (size + before + after - k) // s + 1
+    return max(after, need - size - before), floor_out == out
+
+
+def lower_pool(b, layer, inputs, in_shapes):
+    a = layer.attrs
+    x = inputs[0]
+    if a["kind"] == "global":
+        op = "GlobalMaxPool" if a["mode"] == "max" else "GlobalAveragePool"
+        if a["keepdims"]:
+            return b.node(op, [x], layer.name)
+        return b.node("Flatten", [b.node(op, [x], f"{layer.name}.pool")], layer.name, axis=1)
+    (kh, kw), (sh, sw) = a["size"], a["stride"] or a["size"]
+    top, bottom, left, right = a["pads"]
+    h, w = in_shapes[0][:2]
+    oh, ow = layer.shape[:2]
+    bottom2, fits_h = _pool_extent(h, oh, kh, sh, top, bottom)
+    right2, fits_w = _pool_extent(w, ow, kw, sw, left, right)
+    common = {"kernel_shape": [kh, kw], "strides": [sh, sw]}
+    if a["kind"] == "max":  # padding never wins a max, however far it is extended
+        pads = (top, bottom, left, right) if fits_h and fits_w else (top, bottom2, left, right2)
+        return b.node("MaxPool", [x], layer.name, pads=_onnx_pads(pads), **common)
+    if fits_h and fits_w:  # every window inside the padded input: ONNX's divisor is the language's
+        return b.node("AveragePool", [x], layer.name, pads=_onnx_pads(a["pads"]),
+                      count_include_pad=int(bool(a["count_pad"])), **common)
+    # Ceil rounding: a window overhangs the padded input. Sum it (the mean over the whole
+    # window with zeros padded, times its size), then divide by the language's divisor: the
+    # real elements (and with count_pad, the declared padding) the window covers.
+    mean = b.node("AveragePool", [x], f"{layer.name}.mean",
+                  pads=_onnx_pads((top, bottom2, left, right2)), count_include_pad=1, **common)
+    counts = []
+    for size, out, k, s, p0, p1 in ((h, oh, kh, sh, top, bottom), (w, ow, kw, sw, left, right)):
+        start = np.arange(out) * s - p0
+        lo, hi = (-p0, size + p1) if a["count_pad"] else (0, size)
+        counts.append(np.minimum(start + k, hi) - np.maximum(start, lo))
+    scale = (kh * kw) / np.multiply.outer(counts[0], counts[1]).astype(np.float64)
+    return b.node("Mul", [mean, b.const(f"{layer.name}.scale", scale[None, None])], layer.name)
+
+
+def lower_batchnorm(b, layer, inputs, in_shapes):
+    ins = [inputs[0]] + [b.param(layer, p) for p in ("weight", "bias", "running_mean",
+                                                      "running_var")]
+    return b.node("BatchNormalization", ins, layer.name, epsilon=float(layer.attrs["eps"]))
+
+
+def lower_dropout(b, layer, inputs, in_shapes):
+    return inputs[0]  # an exported model predicts: dropout is the identity
+
+
+def lower_flatten(b, layer, inputs, in_shapes):
+    return b.node("Flatten", [inputs[0]], layer.name, axis=1)  # channel-major, as PyTorch
+
+
+def lower_add(b, layer, inputs, in_shapes):
+    y = inputs[0]
+    for i, x in enumerate(inputs[1:], 1):
+        y = b.node("Add", [y, x], layer.name if i == len(inputs) - 1 else f"{layer.name}.{i}")
+    return y
+
+
+def lower_concat(b, layer, inputs, in_shapes):
+    return b.node("Concat", list(inputs), layer.name, axis=1)  # channels, or features once flat
+
+
+LOWERINGS = {
+    "conv": lower_conv,
+    "dwconv": lower_conv,
+    "dense": lower_dense,
+    "pool": lower_pool,
+    "batchnorm": lower_batchnorm,
+    "dropout": lower_dropout,
+    "flatten": lower_flatten,
+    "add": lower_add,
+    "concat": lower_concat,
+}
+for _kind in ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu"):
+    LOWERINGS[_kind] = _standalone(_kind)
+
+
+def register(op: str, lower) -> None:
+    """Add the ONNX lowering of a plugin's op (see the module's docstring for its signature)."""
+    if op in LOWERINGS:
+        raise ValueError(f"duplicate ONNX lowering for op {op!r}")
+    LOWERINGS[op] = lower
+
+
+def missing_lowerings(graph) -> list[str]:
+    return sorted({layer.op for layer in graph.layers()
+                   if layer.op != "input" and layer.op not in LOWERINGS})
+
+
+# -- the whole model -----------------------------------------------------------------------------
+
+
+def to_onnx(model, weights: dict[str, np.ndarray], *, layout: str = "nhwc",
+            doc: str | None = None):
+    """The model as a checked onnx.ModelProto (shape inference run, strict)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .. import __version__
+    from ..diagnostics import CnncError
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    graph = model.graph
+    missing = missing_lowerings(graph)
+    if missing:
+        raise CnncError(f"no ONNX lowering for the op{'s' * (len(missing) > 1)} "
+                        f"{', '.join(f'`{m}`' for m in missing)}", code="backend",
+                        hint="an op from a plugin brings its lowering: "
+                             "cnnc.export.onnx_model.register(op, function)")
+    b = Builder(weights)
+    in_shape = model.input_shape
+    image = len(in_shape) == 3
+    b._used.update({"input", "output"})
+    if image and layout == "nhwc":
+        dims = ["batch", *in_shape]
+        x = b.node("Transpose", ["input"], "input.nchw", perm=[0, 3, 1, 2])
+    elif image:
+        h, w, c = in_shape
+        dims = ["batch", c, h, w]
+        x = "input"
+    else:
+        dims = ["batch", *in_shape]
+        x = "input"
+    values = {graph.input: x}
+    for layer in graph.layers():
+        if layer.op == "input":
+            continue
+        ins = [values[n] for n in layer.inputs]
+        shapes = [graph[n].shape for n in layer.inputs]
+        values[layer.name] = LOWERINGS[layer.op](b, layer, ins, shapes)
+    y = values[graph.output]
+    out_shape = model.output_shape
+    if len(out_shape) == 3:
+        oh, ow, oc = out_shape
+        if layout == "nhwc":
+            b.nodes.append(helper.make_node("Transpose", [y], ["output"], name="output",
+                                            perm=[0, 2, 3, 1]))
+            out_dims = ["batch", oh, ow, oc]
+        else:
+            b.nodes.append(helper.make_node("Identity", [y], ["output"], name="output"))
+            out_dims = ["batch", oc, oh, ow]
+    else:
+        b.nodes.append(helper.make_node("Identity", [y], ["output"], name="output"))
+        out_dims = ["batch", *out_shape]
+    g = helper.make_graph(
+        b.nodes, model.name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims)],
+        doc_string=doc or "")
+    onnx_model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                                   producer_name="cnnc", producer_version=__version__,
+                                   doc_string=f"{model.name}, exported by cnnc {__version__}")
+    onnx_model.ir_version = 8  # the IR version of opset 17 (onnx 1.12+): the widest support
+    meta = {"layout": layout.upper(),
+            "input": ("N x H x W x C" if layout == "nhwc" else "N x C x H x W") if image
+            else "N x F",
+            "opset": str(OPSET),
+            "model": model.name,
+            "input_shape": "x".join(map(str, in_shape)),
+            "output_shape": "x".join(map(str, out_shape)),
+            "final_activation": graph[graph.output].activation or "none"}
+    helper.set_model_props(onnx_model, meta)
+    # The structure is checked in full and its shapes inferred on a copy whose weights are
+    # graph inputs of the same shapes: the checker and shape inference copy the whole model
+    # (half a gigabyte for VGG-16) several times, and need only the shapes.
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(onnx_model)
+    skeleton.graph.input.extend(
+        helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape))
+        for k, v in b.initializers.items())
+    onnx.checker.check_model(skeleton, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True)
+    onnx_model.graph.value_info.extend(inferred.graph.value_info)
+    for k, v in b.initializers.items():  # one copy of each array, straight into the proto
+        t = onnx_model.graph.initializer.add()
+        t.name, t.data_type = k, TensorProto.FLOAT
+        t.dims.extend(v.shape)
+        t.raw_data = np.ascontiguousarray(v, dtype="<f4").tobytes()
+    onnx.checker.check_model(onnx_model)  # the weights: names, types, sizes
+    return onnx_model
