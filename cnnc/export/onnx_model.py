@@ -83,10 +83,8 @@ class Builder:
 # -- activations ---------------------------------------------------------------------------------
 
 
-def activation(b: Builder, kind: str, x: str, name: str, params: dict | None = None) -> str:
-    """One activation. `params` are a standalone layer's (slope, alpha); fused ones take
-    PyTorch's defaults, as the backends do."""
-    params = params or {}
+def activation(b: Builder, kind: str, x: str, name: str, params: dict) -> str:
+    """One activation with its settled parameters (layer.settled["activation_params"])."""
     if kind == "relu":
         return b.node("Relu", [x], name)
     if kind == "relu6":
@@ -111,20 +109,33 @@ def activation(b: Builder, kind: str, x: str, name: str, params: dict | None = N
         return b.node("Mul", [half, one], name)
     if kind == "silu":  # x * sigmoid(x)
         return b.node("Mul", [x, b.node("Sigmoid", [x], f"{name}.sigmoid")], name)
-    raise KeyError(kind)
+    return _PLUGIN_ACTIVATIONS[kind](b, x, name, params)
+
+
+ACTIVATION_OPS = {"relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu",
+                  "silu"}  # the activations `activation` writes; plugins add theirs below
+_PLUGIN_ACTIVATIONS: dict = {}
+
+
+def register_activation(name: str, lower) -> None:
+    """An activation from a plugin: lower(b, x, name, params) -> output tensor name."""
+    if name in ACTIVATION_OPS:
+        raise ValueError(f"duplicate ONNX lowering for activation {name!r}")
+    ACTIVATION_OPS.add(name)
+    _PLUGIN_ACTIVATIONS[name] = lower
+    LOWERINGS[name] = _standalone(name)
 
 
 def _fused(b: Builder, layer, y: str) -> str:
-    act = layer.attrs.get("activation")
+    act = layer.fused_activation
     if not act:
         return y
-    return activation(b, act, y, f"{layer.name}.{act}")
+    return activation(b, act, y, f"{layer.name}.{act}", layer.settled["activation_params"])
 
 
 def _standalone(kind: str):
     def lower(b, layer, inputs, in_shapes):
-        params = {k: layer.attrs[k] for k in ("slope", "alpha") if k in layer.attrs}
-        return activation(b, kind, inputs[0], layer.name, params)
+        return activation(b, kind, inputs[0], layer.name, layer.settled["activation_params"])
 
     return lower
 
@@ -139,13 +150,12 @@ def _onnx_pads(pads) -> list[int]:
 
 
 def lower_conv(b, layer, inputs, in_shapes):
-    a = layer.attrs
-    cin = in_shapes[0][2]
-    groups = cin if a.get("depthwise") else a["groups"]
+    a = layer.settled
+    groups = a["groups"]
     ins = [inputs[0], b.param(layer, "weight")]
     if "bias" in layer.params:
         ins.append(b.param(layer, "bias"))
-    name = layer.name if not a.get("activation") else f"{layer.name}.conv"
+    name = layer.name if not layer.fused_activation else f"{layer.name}.conv"
     y = b.node("Conv", ins, name, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
                dilations=list(a["dilation"]), pads=_onnx_pads(a["pads"]), group=int(groups))
     return _fused(b, layer, y)
@@ -155,7 +165,7 @@ def lower_dense(b, layer, inputs, in_shapes):
     ins = [inputs[0], b.param(layer, "weight")]
     if "bias" in layer.params:
         ins.append(b.param(layer, "bias"))
-    name = layer.name if not layer.attrs.get("activation") else f"{layer.name}.gemm"
+    name = layer.name if not layer.fused_activation else f"{layer.name}.gemm"
     return _fused(b, layer, b.node("Gemm", ins, name, transB=1))
 
 
@@ -168,14 +178,14 @@ def _pool_extent(size: int, out: int, k: int, s: int, before: int, after: int):
 
 
 def lower_pool(b, layer, inputs, in_shapes):
-    a = layer.attrs
+    a = layer.settled
     x = inputs[0]
     if a["kind"] == "global":
         op = "GlobalMaxPool" if a["mode"] == "max" else "GlobalAveragePool"
         if a["keepdims"]:
             return b.node(op, [x], layer.name)
         return b.node("Flatten", [b.node(op, [x], f"{layer.name}.pool")], layer.name, axis=1)
-    (kh, kw), (sh, sw) = a["size"], a["stride"] or a["size"]
+    (kh, kw), (sh, sw) = a["size"], a["stride"]
     top, bottom, left, right = a["pads"]
     h, w = in_shapes[0][:2]
     oh, ow = layer.shape[:2]
@@ -193,19 +203,16 @@ def lower_pool(b, layer, inputs, in_shapes):
     # real elements (and with count_pad, the declared padding) the window covers.
     mean = b.node("AveragePool", [x], f"{layer.name}.mean",
                   pads=_onnx_pads((top, bottom2, left, right2)), count_include_pad=1, **common)
-    counts = []
-    for size, out, k, s, p0, p1 in ((h, oh, kh, sh, top, bottom), (w, ow, kw, sw, left, right)):
-        start = np.arange(out) * s - p0
-        lo, hi = (-p0, size + p1) if a["count_pad"] else (0, size)
-        counts.append(np.minimum(start + k, hi) - np.maximum(start, lo))
-    scale = (kh * kw) / np.multiply.outer(counts[0], counts[1]).astype(np.float64)
+    rows, cols = a["divisor"]  # the checker's divisor of each output row and column
+    scale = (kh * kw) / np.multiply.outer(np.asarray(rows, np.float64),
+                                          np.asarray(cols, np.float64))
     return b.node("Mul", [mean, b.const(f"{layer.name}.scale", scale[None, None])], layer.name)
 
 
 def lower_batchnorm(b, layer, inputs, in_shapes):
     ins = [inputs[0]] + [b.param(layer, p) for p in ("weight", "bias", "running_mean",
                                                       "running_var")]
-    return b.node("BatchNormalization", ins, layer.name, epsilon=float(layer.attrs["eps"]))
+    return b.node("BatchNormalization", ins, layer.name, epsilon=float(layer.settled["eps"]))
 
 
 def lower_dropout(b, layer, inputs, in_shapes):
@@ -238,7 +245,7 @@ LOWERINGS = {
     "add": lower_add,
     "concat": lower_concat,
 }
-for _kind in ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu"):
+for _kind in sorted(ACTIVATION_OPS):
     LOWERINGS[_kind] = _standalone(_kind)
 
 
@@ -276,6 +283,13 @@ def to_onnx(model, weights: dict[str, np.ndarray], *, layout: str = "nhwc",
                         hint="an op from a plugin brings its lowering: "
                              "cnnc.export.onnx_model.register(op, function)")
     b = Builder(weights)
+    unknown = sorted({a for a in (l.activation for l in graph.layers()) if a}
+                     - set(ACTIVATION_OPS))
+    if unknown:
+        raise CnncError(f"no ONNX lowering for the activation{'s' * (len(unknown) > 1)} "
+                        f"{', '.join(f'`{u}`' for u in unknown)}", code="backend",
+                        hint="an activation from a plugin brings its lowering: "
+                             "cnnc.export.onnx_model.register_activation(name, function)")
     in_shape = model.input_shape
     image = len(in_shape) == 3
     b._used.update({"input", "output"})

@@ -63,17 +63,24 @@ def _fused(expr: str, act: str | None, params: dict | None = None) -> str:
     if act == "softmax":
         return f"F.softmax({expr}, dim=1)"
     if act == "leaky_relu":
-        slope = params.get("slope")
-        return f"F.leaky_relu({expr}, {slope!r})" if slope is not None else \
-            f"F.leaky_relu({expr})"
+        return f"F.leaky_relu({expr}, {float(params.get('slope', 0.01))!r})"
     if act == "elu":
-        alpha = params.get("alpha")
-        return f"F.elu({expr}, alpha={alpha!r})" if alpha is not None else f"F.elu({expr})"
+        return f"F.elu({expr}, {float(params.get('alpha', 1.0))!r})"
     if act == "gelu":
         return f"F.gelu({expr})"
     if act == "silu":
         return f"F.silu({expr})"
-    raise KeyError(act)
+    if act in PLUGIN_ACTIVATIONS:
+        return PLUGIN_ACTIVATIONS[act](expr, params)
+    from ..diagnostics import CnncError
+
+    raise CnncError(f"no PyTorch-source lowering for the activation `{act}`", code="backend",
+                    hint="an activation from a plugin brings its lowering: "
+                         "cnnc.export.torch_source.PLUGIN_ACTIVATIONS[name] = "
+                         "function(expression, params) -> expression")
+
+
+PLUGIN_ACTIVATIONS: dict = {}  # name -> function(expression, params) -> expression
 
 
 class Writer:
@@ -83,7 +90,6 @@ class Writer:
         self.init: list[str] = []
         self.containers: set[str] = set()
         self.leaves: set[str] = set()
-        self.helpers: set[str] = set()
 
     @staticmethod
     def _safe(part: str) -> bool:
@@ -136,10 +142,10 @@ def _tuple(v) -> str:
 
 
 def lower_conv(w, layer, inputs, in_shapes):
-    a = layer.attrs
+    a = layer.settled
     cin = in_shapes[0][2]
-    cout = layer.shape[2]
-    groups = cin if a.get("depthwise") else a["groups"]
+    cout = a["filters"]
+    groups = a["groups"]
     top, bottom, left, right = a["pads"]
     kernel, stride = tuple(a["kernel"]), tuple(a["stride"])
     subsample = kernel == (1, 1) and stride != (1, 1)
@@ -165,26 +171,26 @@ def lower_conv(w, layer, inputs, in_shapes):
         x = f"F.pad({x}, {_tuple((left, right, top, bottom))})"
     if subsample:
         x = f"{x}[:, :, ::{stride[0]}, ::{stride[1]}]"
-    return _fused(f"{mod}({x})", a.get("activation"))
+    return _fused(f"{mod}({x})", layer.fused_activation, a.get("activation_params"))
 
 
 def lower_dense(w, layer, inputs, in_shapes):
-    a = layer.attrs
+    a = layer.settled
     args = [str(in_shapes[0][0]), str(a["units"])] + ([] if a["bias"] else ["bias=False"])
     mod = w.module(layer, f"nn.Linear({', '.join(args)})")
-    return _fused(f"{mod}({inputs[0]})", a.get("activation"))
+    return _fused(f"{mod}({inputs[0]})", layer.fused_activation, a.get("activation_params"))
 
 
 def lower_pool(w, layer, inputs, in_shapes):
-    a = layer.attrs
+    a = layer.settled
     x = inputs[0]
     if a["kind"] == "global":
-        if (a["mode"] or "avg") == "avg":
+        if a["mode"] == "avg":
             y = f"{x}.mean(dim=(2, 3), keepdim=True)"
         else:
             y = f"F.adaptive_max_pool2d({x}, 1)"
         return y if a["keepdims"] else f"{y}.flatten(1)"
-    kernel, stride = tuple(a["size"]), tuple(a["stride"] or a["size"])
+    kernel, stride = tuple(a["size"]), tuple(a["stride"])
     top, bottom, left, right = a["pads"]
     in_shape = in_shapes[0]
     # the torch backend's own rule for when PyTorch's pooling layer gives the checked size
@@ -209,33 +215,18 @@ def lower_pool(w, layer, inputs, in_shapes):
     if a["kind"] == "max":  # -inf padding never wins a max
         return f"F.max_pool2d(F.pad({x}, {extent}, value=-math.inf), {_tuple(kernel)}, " \
                f"{_tuple(stride)})"
-    w.helpers.add("avg_divisor")
-    divisor = w.buffer(layer, "divisor", (
-        f"_avg_divisor({_tuple(in_shape[:2])}, {_tuple(layer.shape[:2])}, {_tuple(kernel)}, "
-        f"{_tuple(stride)}, {_tuple(a['pads'])}, count_pad={bool(a['count_pad'])})"))
+    rows, cols = a["divisor"]  # the checker's divisor of each output row and column
+    divisor = w.buffer(layer, "divisor", f"torch.outer(torch.tensor({list(rows)}, "
+                       f"dtype=torch.float64), torch.tensor({list(cols)}, "
+                       "dtype=torch.float64)).float()")
     k = kernel[0] * kernel[1]
+    # sum over each window (the mean times its size), divided by what the language counts
     return f"F.avg_pool2d(F.pad({x}, {extent}), {_tuple(kernel)}, {_tuple(stride)}) * {k} " \
            f"/ {divisor}"
 
 
-_AVG_DIVISOR = '''
-def _avg_divisor(size, out, kernel, stride, pads, count_pad):
-    """How many elements each window of an average pool divides by, as an (OH, OW) map: the
-    real ones it covers (and with count_pad, the padded ones too). PyTorch's AvgPool2d cannot
-    say this for asymmetric padding or ceil rounding, so the layer sums and divides itself."""
-    counts = []
-    for axis in range(2):
-        before, after = pads[2 * axis], pads[2 * axis + 1]
-        start = torch.arange(out[axis], dtype=torch.float64) * stride[axis] - before
-        lo, hi = (-before, size[axis] + after) if count_pad else (0, size[axis])
-        counts.append(torch.minimum(start + kernel[axis], torch.tensor(float(hi)))
-                      - torch.maximum(start, torch.tensor(float(lo))))
-    return torch.outer(counts[0], counts[1]).to(torch.float32)
-'''
-
-
 def lower_batchnorm(w, layer, inputs, in_shapes):
-    a = layer.attrs
+    a = layer.settled
     cls = "nn.BatchNorm2d" if len(in_shapes[0]) == 3 else "nn.BatchNorm1d"
     mod = w.module(layer, f"{cls}({in_shapes[0][-1]}, eps={a['eps']!r}, "
                           f"momentum={a['momentum']!r})")
@@ -243,7 +234,7 @@ def lower_batchnorm(w, layer, inputs, in_shapes):
 
 
 def lower_dropout(w, layer, inputs, in_shapes):
-    mod = w.module(layer, f"nn.Dropout({layer.attrs['rate']!r})")
+    mod = w.module(layer, f"nn.Dropout({layer.settled['rate']!r})")
     return f"{mod}({inputs[0]})"
 
 
@@ -261,8 +252,7 @@ def lower_concat(w, layer, inputs, in_shapes):
 
 def _standalone(kind: str):
     def lower(w, layer, inputs, in_shapes):
-        params = {k: layer.attrs[k] for k in ("slope", "alpha") if k in layer.attrs}
-        return _fused(inputs[0], kind, params)
+        return _fused(inputs[0], kind, layer.settled["activation_params"])
 
     return lower
 
@@ -380,8 +370,6 @@ def to_torch_source(model, *, source_file: str | None = None) -> str:
         "from torch import nn",
         "",
     ]
-    if "avg_divisor" in w.helpers:
-        lines += _AVG_DIVISOR.strip("\n").splitlines() + [""]
     lines += [
         "",
         f"class {cls}(nn.Module):",
