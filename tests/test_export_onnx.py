@@ -10,7 +10,6 @@ per model, as tests/test_backend_agreement.py does.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -42,6 +42,10 @@ def add_parser(sub) -> None:
                    help="continue the run saved in DIR (needs --out)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run DIR holds (otherwise a folder with a run is refused)")
+    p.add_argument("--init", metavar="W",
+                   help="start from these weights: a cnnc .safetensors file or a PyTorch "
+                        "state_dict, matched by name, else by graph order and shape; what does "
+                        "not fit keeps its initial values")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use only the first N training images (quick experiments)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -74,6 +78,9 @@ def run(args) -> int:
     if args.resume and not args.out:
         raise CnncError("--resume needs --out DIR: the folder of the run to continue",
                         code="usage", hint=f"cnnc train {args.file} --out DIR --resume")
+    if args.resume and args.init:
+        raise CnncError("--init and --resume both say where training starts; pass one",
+                        code="usage", hint="--resume continues a run from its own weights")
     if args.out is None:
         return _train(model, args, config)
     from ..train.rundir import check_out_dir, locked
@@ -106,6 +113,7 @@ def _train(model, args, config) -> int:
 
     print_diagnostics(loss_warnings(model, config.loss))
     ds = load_data(model, args, config, limit=args.limit)
+    init = _initial_weights(model, args.init, config.seed) if args.init else None
     backend = args.backend or "numpy"
     if backend == "numpy":
         # A training step allocates and frees the same large arrays each time; keeping freed
@@ -116,6 +124,8 @@ def _train(model, args, config) -> int:
         keep_freed_memory()
     session = model.to_backend(backend, seed=config.seed, loss=config.loss,
                                **backend_options(args))
+    if init is not None:
+        session.set_weights(init, source=args.init)
     main = int(getattr(session, "rank", 0) or 0) == 0
     say = print if main else (lambda *a, **k: None)
 
@@ -170,6 +180,40 @@ def _train(model, args, config) -> int:
         say(f"saved {os.path.join(args.out, LAST)}, {os.path.join(args.out, BEST)}{best} and "
             f"{os.path.join(args.out, METRICS)}")
     return EXIT_OK
+
+
+def _initial_weights(model, path: str, seed: int):
+    """The weights --init names, matched to the model (see cnnc/weights.py); says what loaded
+    and what kept its initial values."""
+    from ..diagnostics import WARNING, Diagnostic
+    from ..weights import load_weights
+    from .report import print_diagnostics
+
+    weights, report, _ = load_weights(model, path, seed=seed, partial=True)
+    total = report.loaded + len(report.left)
+    how = []
+    if report.by_name:
+        how.append(f"{len(report.by_name)} by name")
+    if report.by_order:
+        how.append(f"{len(report.by_order)} by graph order and shape")
+    print(f"--init {path}: {report.loaded} of {total} tensors loaded ({', '.join(how)})")
+    if report.left or report.unused:
+        notes = []
+        layers = list(dict.fromkeys(k.rpartition(".")[0] for k, _ in report.left))
+        if layers:
+            notes.append("left at their initial values: " + ", ".join(
+                f"{k} {tuple(s)}" for k, s in report.left[:12])
+                + (" ..." if len(report.left) > 12 else ""))
+        if report.unused:
+            notes.append("not used from the file: " + ", ".join(
+                f"{k} {tuple(s)}" for k, s in report.unused[:12])
+                + (" ..." if len(report.unused) > 12 else ""))
+        print_diagnostics([Diagnostic(
+            WARNING, "weights", f"{path} fits this model only in part: "
+            f"{len(report.left)} tensor{'s' * (len(report.left) != 1)} of "
+            f"{len(layers)} layer{'s' * (len(layers) != 1)} start from their initial values",
+            None, notes)])
+    return weights
 
 
 def _fmt(value) -> str:
