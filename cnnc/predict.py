@@ -25,16 +25,6 @@ from .diagnostics import CnncError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
-# Class names of data sets whose classes have names beyond their index, used when the weights
-# file and its run folder do not record them. Fashion-MNIST's from its README (Zalando).
-KNOWN_CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
-    "mnist": [str(i) for i in range(10)],
-    "digits": [str(i) for i in range(10)],
-}
-
-
 def image_files(paths: list[str]) -> list[str]:
     """The files to predict: each file named, and the images in each folder named (sorted)."""
     files = []
@@ -122,8 +112,9 @@ def class_names(model, weights_path: str | None, metadata: dict, classes: int) -
         except (OSError, ValueError, AttributeError):
             pass
     data = model.train_config.data if model.train_config is not None else None
-    if data in KNOWN_CLASS_NAMES:
-        candidates.append(KNOWN_CLASS_NAMES[data])
+    known = known_class_names()
+    if data in known:
+        candidates.append(list(known[data]))
     for names in candidates:
         if isinstance(names, str):
             try:
@@ -133,6 +124,13 @@ def class_names(model, weights_path: str | None, metadata: dict, classes: int) -
         if isinstance(names, list) and len(names) == classes:
             return [str(n) for n in names]
     return None
+
+
+def known_class_names() -> dict:
+    """The class names of the built-in data sets that name their classes (Fashion-MNIST's)."""
+    from .data.idx import CLASS_NAMES
+
+    return CLASS_NAMES
 
 
 def top_classes(probs: np.ndarray, k: int, names: list | None) -> list[list[dict]]:

@@ -151,14 +151,18 @@ CORNERS = {
                         "conv 4 1 relu6; sigmoid",
     "flatten is channel-major": "input 3x2x4; conv 3 1x1",
     "mlp with batch norm": "input 7; dense 5 relu; bn; dropout 0.3; dense 4 tanh",
+    "mlp with layer norm and layer scale": "input 7; dense 5; ln; layerscale 0.5; hardswish",
+    "squeeze-and-excitation gate": "input 6x6x4; x = here; gap; dense 4 hardsigmoid; mul x",
+    "layer norm over channels, layer scale": "input 5x5x3; conv 4 1; layernorm eps=1e-6; "
+                                             "layerscale 0.5; stochastic_depth 0.2; hardswish",
 }
 
 
 @pytest.mark.parametrize("case", list(CORNERS))
 def test_corner_cases_agree(case):
-    text = CORNERS[case].replace("; ", "\n") + "\nflatten\ndense 3 softmax\n"
-    if CORNERS[case].startswith("input 7;"):
-        text = CORNERS[case].replace("; ", "\n") + "\ndense 3 softmax\n"
+    flat = CORNERS[case].startswith("input 7;")
+    text = (CORNERS[case].replace("; ", "\n") + ("" if flat else "\nflatten")
+            + "\ndense 3 softmax\n")
     model = cnnc.compile(text)
     assert model.ok, model.diagnostics
     x = np.random.default_rng(2).normal(0, 1, (4, *model.input_shape)).astype(np.float32)

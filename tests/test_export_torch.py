@@ -78,6 +78,8 @@ CORNERS = [
     "input 4x4x3; relu; pool global max keepdims=true; conv 2 1x1",
     "input 4x4x3; relu6; tanh; leaky_relu 0.2; elu 0.5; gelu; silu; conv 4 1 leaky_relu; "
     "conv 4 1 elu; conv 4 1 gelu",
+    "input 6x6x4; x = here; gap; dense 4 hardsigmoid; mul x",
+    "input 5x5x3; conv 4 1; layernorm eps=1e-6; layerscale 0.5; stochastic_depth 0.2; hardswish",
 ]
 
 

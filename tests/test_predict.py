@@ -19,7 +19,7 @@ import pytest
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from cnnc.predict import KNOWN_CLASS_NAMES  # noqa: E402
+from cnnc.data.idx import CLASS_NAMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = """input 28x28x1
@@ -80,7 +80,7 @@ def test_predict_gives_the_class_eval_counts(trained):
         probs = [t["probability"] for t in top]
         assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
         best = top[0]["class"]
-        assert top[0]["name"] == KNOWN_CLASS_NAMES["fashion-mnist"][best]
+        assert top[0]["name"] == CLASS_NAMES["fashion-mnist"][best]
         # eval on this one image: labelled with predict's class it is counted right, else wrong
         for label, accuracy in ((best, 1.0), ((best + 1) % 10, 0.0)):
             data = tmp / f"one_{i}_{label}.npz"
@@ -103,7 +103,7 @@ def test_text_output_rgb_and_resizing(trained):
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"{tmp / 'photo.jpg'}: ") and lines[0].endswith("%)")
     assert len(lines) == 2 and lines[1].startswith("    ")
-    assert any(name in r.stdout for name in KNOWN_CLASS_NAMES["fashion-mnist"])
+    assert any(name in r.stdout for name in CLASS_NAMES["fashion-mnist"])
 
 
 def test_errors_are_clear(trained, tmp_path):

@@ -74,9 +74,9 @@ class Builder:
             self._used.add(key)
         return key
 
-    def const(self, base: str, value) -> str:
+    def const(self, base: str, value, dtype=np.float32) -> str:
         name = self.fresh(base)
-        self.initializers[name] = np.asarray(value, dtype=np.float32)
+        self.initializers[name] = np.asarray(value, dtype=dtype)
         return name
 
 
@@ -109,11 +109,15 @@ def activation(b: Builder, kind: str, x: str, name: str, params: dict) -> str:
         return b.node("Mul", [half, one], name)
     if kind == "silu":  # x * sigmoid(x)
         return b.node("Mul", [x, b.node("Sigmoid", [x], f"{name}.sigmoid")], name)
+    if kind == "hardswish":  # x * relu6(x + 3) / 6
+        return b.node("HardSwish", [x], name)
+    if kind == "hardsigmoid":  # relu6(x + 3) / 6
+        return b.node("HardSigmoid", [x], name, alpha=1 / 6, beta=0.5)
     return _PLUGIN_ACTIVATIONS[kind](b, x, name, params)
 
 
 ACTIVATION_OPS = {"relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu",
-                  "silu"}  # the activations `activation` writes; plugins add theirs below
+                  "silu", "hardswish", "hardsigmoid"}  # the activations `activation` writes; plugins add theirs below
 _PLUGIN_ACTIVATIONS: dict = {}
 
 
@@ -219,6 +223,43 @@ def lower_dropout(b, layer, inputs, in_shapes):
     return inputs[0]  # an exported model predicts: dropout is the identity
 
 
+def lower_layernorm(b, layer, inputs, in_shapes):
+    """Over the channels at each position: moved last, normalised, moved back (images)."""
+    ins = [b.param(layer, "weight"), b.param(layer, "bias")]
+    eps = float(layer.settled["eps"])
+    if len(in_shapes[0]) != 3:
+        return b.node("LayerNormalization", [inputs[0], *ins], layer.name, axis=-1, epsilon=eps)
+    x = b.node("Transpose", [inputs[0]], f"{layer.name}.nhwc", perm=[0, 2, 3, 1])
+    y = b.node("LayerNormalization", [x, *ins], f"{layer.name}.norm", axis=-1, epsilon=eps)
+    return b.node("Transpose", [y], layer.name, perm=[0, 3, 1, 2])
+
+
+def lower_layerscale(b, layer, inputs, in_shapes):
+    scale = b.param(layer, "scale")
+    if len(in_shapes[0]) == 3:  # (C,) -> (C, 1, 1), to broadcast over N x C x H x W
+        shape = b.const(f"{layer.name}.shape", [-1, 1, 1], np.int64)
+        scale = b.node("Reshape", [scale, shape], f"{layer.name}.scale_chw")
+    return b.node("Mul", [inputs[0], scale], layer.name)
+
+
+def lower_stochastic_depth(b, layer, inputs, in_shapes):
+    return inputs[0]  # the identity when predicting
+
+
+def lower_mul(b, layer, inputs, in_shapes):
+    """Element-wise product; a flat (N, C) gate becomes N x C x 1 x 1 against an image."""
+    xs = list(inputs)
+    if any(len(s) == 3 for s in in_shapes):
+        for i, s in enumerate(in_shapes):
+            if len(s) == 1:
+                axes = b.const(f"{layer.name}.axes", [2, 3], np.int64)
+                xs[i] = b.node("Unsqueeze", [xs[i], axes], f"{layer.name}.gate{i}")
+    y = xs[0]
+    for i, x in enumerate(xs[1:], 1):
+        y = b.node("Mul", [y, x], layer.name if i == len(xs) - 1 else f"{layer.name}.{i}")
+    return y
+
+
 def lower_flatten(b, layer, inputs, in_shapes):
     return b.node("Flatten", [inputs[0]], layer.name, axis=1)  # channel-major, as PyTorch
 
@@ -241,8 +282,12 @@ LOWERINGS = {
     "pool": lower_pool,
     "batchnorm": lower_batchnorm,
     "dropout": lower_dropout,
+    "layernorm": lower_layernorm,
+    "layerscale": lower_layerscale,
+    "stochastic_depth": lower_stochastic_depth,
     "flatten": lower_flatten,
     "add": lower_add,
+    "mul": lower_mul,
     "concat": lower_concat,
 }
 for _kind in sorted(ACTIVATION_OPS):
@@ -348,15 +393,15 @@ def to_onnx(model, weights: dict[str, np.ndarray], *, layout: str = "nhwc",
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(onnx_model)
     skeleton.graph.input.extend(
-        helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape))
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
         for k, v in b.initializers.items())
     onnx.checker.check_model(skeleton, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True)
     onnx_model.graph.value_info.extend(inferred.graph.value_info)
     for k, v in b.initializers.items():  # one copy of each array, straight into the proto
         t = onnx_model.graph.initializer.add()
-        t.name, t.data_type = k, TensorProto.FLOAT
+        t.name, t.data_type = k, helper.np_dtype_to_tensor_dtype(v.dtype)
         t.dims.extend(v.shape)
-        t.raw_data = np.ascontiguousarray(v, dtype="<f4").tobytes()
+        t.raw_data = np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("<")).tobytes()
     onnx.checker.check_model(onnx_model)  # the weights: names, types, sizes
     return onnx_model

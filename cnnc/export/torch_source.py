@@ -70,6 +70,10 @@ def _fused(expr: str, act: str | None, params: dict | None = None) -> str:
         return f"F.gelu({expr})"
     if act == "silu":
         return f"F.silu({expr})"
+    if act == "hardswish":
+        return f"F.hardswish({expr})"
+    if act == "hardsigmoid":
+        return f"F.hardsigmoid({expr})"
     if act in PLUGIN_ACTIVATIONS:
         return PLUGIN_ACTIVATIONS[act](expr, params)
     from ..diagnostics import CnncError
@@ -90,6 +94,7 @@ class Writer:
         self.init: list[str] = []
         self.containers: set[str] = set()
         self.leaves: set[str] = set()
+        self.helpers: dict[str, str] = {}  # name -> source of a function the file needs
 
     @staticmethod
     def _safe(part: str) -> bool:
@@ -238,6 +243,50 @@ def lower_dropout(w, layer, inputs, in_shapes):
     return f"{mod}({inputs[0]})"
 
 
+def lower_layernorm(w, layer, inputs, in_shapes):
+    c = in_shapes[0][-1]
+    mod = w.module(layer, f"nn.LayerNorm({c}, eps={float(layer.settled['eps'])!r})")
+    if len(in_shapes[0]) != 3:
+        return f"{mod}({inputs[0]})"
+    # over the channels at each position: channels moved last and back (torchvision's ConvNeXt)
+    return f"{mod}({inputs[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"
+
+
+def lower_layerscale(w, layer, inputs, in_shapes):
+    c = in_shapes[0][-1]
+    mod = w.module(layer, "nn.Module()", "a learned factor per channel (layer scale)")
+    w.init.append(f"{mod}.scale = nn.Parameter(torch.full(({c},), "
+                  f"{float(layer.settled['init'])!r}))")
+    scale = f"{mod}.scale.view(-1, 1, 1)" if len(in_shapes[0]) == 3 else f"{mod}.scale"
+    return f"{inputs[0]} * {scale}"
+
+
+_STOCHASTIC_DEPTH = '''
+def _stochastic_depth(x, p, mode, training):
+    """torchvision.ops.stochastic_depth: while training, zero each example's tensor ("row") or
+    the whole batch's ("batch") with probability p, scaling the rest by 1/(1-p)."""
+    if not training or p == 0.0:
+        return x
+    survival = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.ndim - 1) if mode == "row" else [1] * x.ndim
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+    return x * noise.div_(survival)
+'''
+
+
+def lower_stochastic_depth(w, layer, inputs, in_shapes):
+    w.helpers["_stochastic_depth"] = _STOCHASTIC_DEPTH
+    a = layer.settled
+    return f"_stochastic_depth({inputs[0]}, {float(a['rate'])!r}, {a['mode']!r}, self.training)"
+
+
+def lower_mul(w, layer, inputs, in_shapes):
+    xs = list(inputs)
+    if any(len(s) == 3 for s in in_shapes):  # a flat (N, C) gate scales every position
+        xs = [f"{x}[:, :, None, None]" if len(s) == 1 else x for x, s in zip(xs, in_shapes)]
+    return " * ".join(xs)
+
+
 def lower_flatten(w, layer, inputs, in_shapes):
     return f"torch.flatten({inputs[0]}, 1)"  # channel-major: N x (C*H*W)
 
@@ -264,11 +313,16 @@ SOURCE_LOWERINGS = {
     "pool": lower_pool,
     "batchnorm": lower_batchnorm,
     "dropout": lower_dropout,
+    "layernorm": lower_layernorm,
+    "layerscale": lower_layerscale,
+    "stochastic_depth": lower_stochastic_depth,
     "flatten": lower_flatten,
     "add": lower_add,
+    "mul": lower_mul,
     "concat": lower_concat,
 }
-for _kind in ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu"):
+for _kind in ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu",
+              "hardswish", "hardsigmoid"):
     SOURCE_LOWERINGS[_kind] = _standalone(_kind)
 
 
@@ -370,6 +424,8 @@ def to_torch_source(model, *, source_file: str | None = None) -> str:
         "from torch import nn",
         "",
     ]
+    for helper in w.helpers.values():
+        lines += helper.strip("\n").splitlines() + ["", ""]
     lines += [
         "",
         f"class {cls}(nn.Module):",
