@@ -116,8 +116,9 @@ def activation(b: Builder, kind: str, x: str, name: str, params: dict) -> str:
     return _PLUGIN_ACTIVATIONS[kind](b, x, name, params)
 
 
+# the activations `activation` above writes; a plugin adds its own with register_activation
 ACTIVATION_OPS = {"relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu",
-                  "silu", "hardswish", "hardsigmoid"}  # the activations `activation` writes; plugins add theirs below
+                  "silu", "hardswish", "hardsigmoid"}
 _PLUGIN_ACTIVATIONS: dict = {}
 
 
