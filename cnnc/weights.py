@@ -182,7 +182,7 @@ def _file_units(tensors: dict[str, np.ndarray], keys: list[str]):
         prefix, _, pname = k.rpartition(".")
         layers.setdefault(prefix, []).append((prefix, pname, _shape(tensors[k].shape)))
     units: list[list] = []
-    for prefix, entries in layers.items():
+    for entries in layers.values():
         if units and _is_norm(entries) and not _is_norm(units[-1]):
             head = units[-1]
             outs = {s[0] for _, p, s in head if p == "weight" and len(s) >= 2}

@@ -87,8 +87,9 @@ def _onnx_bytes(model, weights, layout) -> bytes:
     from ..diagnostics import CnncError
 
     try:
-        from ..export.onnx_model import to_onnx
         import onnx  # noqa: F401
+
+        from ..export.onnx_model import to_onnx
     except ImportError:
         raise CnncError("exporting to ONNX needs the onnx package", code="backend",
                         hint="pip install onnx") from None
