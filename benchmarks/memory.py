@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT = {"examples/zoo/resnet18.cnn": (2, 8), "examples/zoo/mobilenet_v2.cnn": (2, 8),
            "examples/zoo/alexnet.cnn": (2, 8), "examples/zoo/vgg16.cnn": (1, 4),
+           "examples/zoo/efficientnet_b0.cnn": (2, 8),
+           "examples/zoo/mobilenet_v3_large.cnn": (2, 8),
+           "examples/zoo/convnext_tiny.cnn": (1, 4),
            "examples/fashion_cnn.cnn": (64, 256), "examples/fashion_bn.cnn": (64, 256),
            "examples/inception_block.cnn": (64, 256)}
 ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}

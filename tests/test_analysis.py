@@ -48,7 +48,7 @@ def test_inference_peak_frees_each_output_after_its_last_reader():
 
 @pytest.mark.parametrize("path", ["examples/fashion_cnn.cnn", "examples/fashion_bn.cnn",
                                   "examples/inception_block.cnn", "examples/digits_resnet.cnn",
-                                  "examples/lenet5.cnn"])
+                                  "examples/lenet5.cnn", "examples/digits_modern.cnn"])
 def test_kept_activations_are_what_autograd_saves(path):
     torch = pytest.importorskip("torch")
     model = cnnc.compile(str(ROOT / path))

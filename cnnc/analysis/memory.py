@@ -32,7 +32,8 @@ FLOAT32, INT8 = 4, 1
 _KEEPS_OUTPUT = {"relu", "sigmoid", "tanh", "softmax", "elu"}
 _KEEPS_INPUT_ACT = {"gelu", "silu", "leaky_relu", "relu6", "hardswish", "hardsigmoid"}
 _VIEWS = {"flatten"}  # outputs that share their input's memory
-_KEEPS_NOTHING = {"add", "concat", "flatten", "input", "dropout", "channel_shuffle", "split"}
+_KEEPS_NOTHING = {"add", "concat", "flatten", "input", "dropout", "shuffle", "split", "upsample",
+                  "stochastic_depth"}
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}  # buffers per parameter
 
 
@@ -128,6 +129,8 @@ def _kept(layer, graph) -> dict:
     out = (f"{layer.name}:out", _values(layer.shape))
     kept: dict = {}
     if op in _KEEPS_NOTHING:
+        if op == "stochastic_depth":  # one keep-or-drop factor per example
+            kept[f"{layer.name}:mask"] = 1
         if op == "dropout":
             # On the CPU PyTorch multiplies by a float32 mask of 0 and 1/(1-p), which backward
             # needs; on a GPU its fused kernel keeps a one-byte mask instead.
