@@ -211,7 +211,7 @@ def train_config(model, args):
     base = model.train_config or TrainConfig()
     flags = {k: getattr(args, k, None) for k in
              ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-              "loss", "seed", "val_split", "data", "flip", "shift", "erase")}
+              "loss", "seed", "val_split", "data", "flip", "shift", "erase", "precision")}
     if flags["data"] is not None and _search_folder(flags["data"], base.data):
         flags["data"] = None  # a folder to search for the file's data set; see load_data
     return base.merged(**flags)

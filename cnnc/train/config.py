@@ -21,6 +21,7 @@ from ..ops.args import bind
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -41,6 +42,8 @@ class TrainConfig:
     flip: bool = False  # mirror left-right with probability 1/2
     shift: int = 0  # move by up to this many pixels each way (pad and random crop)
     erase: float = 0.0  # probability of blanking a random rectangle (random erasing)
+    # torch: autocast precision, weights stay float32 (auto: bf16 where it measures faster)
+    precision: str = "auto"
 
     def merged(self, **overrides) -> "TrainConfig":
         """A copy with every override that is not None applied (command-line flags)."""
@@ -111,6 +114,7 @@ _SETTINGS = {
     "flip": ((Arg("flip", "bool", True),), ()),  # `flip` alone turns it on
     "shift": ((Arg("shift", "int", min=0),), ()),
     "erase": ((Arg("erase", "float", min=0.0, max_exclusive=1.0),), ()),
+    "precision": ((Arg("precision", "enum", choices=PRECISIONS),), ()),
 }
 
 

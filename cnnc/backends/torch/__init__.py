@@ -15,12 +15,14 @@ class TorchBackend:
 
     def build(self, model, *, seed: int = 0, loss: str = "auto", dtype="float32",
               device: str = "auto", channels_last: bool | None = None, compile: bool = False,
-              amp: bool | None = None, **ignored):
+              amp: bool | None = None, precision: str | None = None, **ignored):
         """A TorchSession for a checked model.
 
         device: auto (CUDA when available), cpu, cuda or cuda:N. channels_last: the memory layout
         of images (None: time both on the real model at the first training step, keep the
-        faster). compile: torch.compile the model. amp: bfloat16 autocast (None: on for CUDA).
+        faster). compile: torch.compile the model. precision: auto, fp32, bf16 or fp16 (autocast
+        with float32 weights; auto measures whether bf16 pays here). amp: the older switch for
+        bfloat16 autocast (None with no precision: on for CUDA).
         Options meant for other backends are ignored.
         """
         try:
@@ -34,4 +36,5 @@ class TorchBackend:
         from .session import TorchSession
 
         return TorchSession(model, seed=seed, loss=loss, dtype=dtype, device=device,
-                            channels_last=channels_last, compile=compile, amp=amp)
+                            channels_last=channels_last, compile=compile, amp=amp,
+                            precision=precision)
