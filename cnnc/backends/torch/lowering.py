@@ -106,12 +106,23 @@ class Conv2d(nn.Conv2d):
                          padding=(top, left) if self.symmetric else 0, **kw)
         self.pre_pad = None if self.symmetric else _pad_arg(pads)
         self.step = tuple(stride)
+        # Another oneDNN bug (torch 2.13, CPU, float32): with channels_last, a conv of a
+        # one-channel input with stride (1, s), s > 1, computes wrong outputs (random models in
+        # the agreement test found it; tests/test_torch_backend.py holds the cases). Such a
+        # conv runs in the contiguous format: one input channel, so only the (small) weight is
+        # copied; a channels_last weight is what sends oneDNN down the faulty path.
+        conv_stride = self.stride
+        self.contiguous_only = in_channels == 1 and conv_stride[0] == 1 and conv_stride[1] > 1
 
     def forward(self, x):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)  # zeros, asymmetric: TF's 'same' puts the extra one after
         if self.subsample:
             x = x[:, :, ::self.step[0], ::self.step[1]]
+        if self.contiguous_only:
+            weight = self.weight.clone(memory_format=torch.contiguous_format)
+            return self._conv_forward(x.clone(memory_format=torch.contiguous_format), weight,
+                                      self.bias)
         return super().forward(x)
 
     def extra_repr(self) -> str:
