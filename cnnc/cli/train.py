@@ -127,11 +127,11 @@ def _train(model, args, config) -> int:
         keep_freed_memory()
     options = backend_options(args)
     if backend == "numpy":
-        if args.precision not in (None, "auto", "fp32"):
+        if config.precision not in ("auto", "fp32"):
             from ..diagnostics import CnncError
 
             raise CnncError(f"the NumPy backend is the float32 reference: --precision "
-                            f"{args.precision} is for --backend torch", code="usage")
+                            f"{config.precision} is for --backend torch", code="usage")
     else:
         options["precision"] = config.precision
     session = model.to_backend(backend, seed=config.seed, loss=config.loss, **options)
