@@ -42,7 +42,8 @@ def check_same(model, weights, x):
     net = load_generated(model)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     net.eval()
-    session = model.to_backend("torch", device="cpu", channels_last=False)
+    loss = "mse" if len(model.output_shape) == 3 else "auto"  # an autoencoder
+    session = model.to_backend("torch", device="cpu", channels_last=False, loss=loss)
     session.set_weights(weights)
     session.module.eval()
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy() if x.ndim == 4 else x)

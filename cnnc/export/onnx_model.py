@@ -276,6 +276,62 @@ def lower_concat(b, layer, inputs, in_shapes):
     return b.node("Concat", list(inputs), layer.name, axis=1)  # channels, or features once flat
 
 
+def _ints(b, name, values):
+    return b.const(name, values, np.int64)
+
+
+def lower_split(b, layer, inputs, in_shapes):
+    start, stop = layer.settled["channels"]  # one part: channels [start, stop)
+    return b.node("Slice", [inputs[0], _ints(b, f"{layer.name}.starts", [start]),
+                            _ints(b, f"{layer.name}.ends", [stop]),
+                            _ints(b, f"{layer.name}.axes", [1])], layer.name)
+
+
+def lower_shuffle(b, layer, inputs, in_shapes):
+    """ShuffleNet's: N x g x C/g x ..., the two group axes swapped, back to N x C x ..."""
+    g = layer.settled["groups"]
+    shape = in_shapes[0]
+    c = shape[-1]
+    rest = [shape[0], shape[1]] if len(shape) == 3 else []
+    x = b.node("Reshape", [inputs[0], _ints(b, f"{layer.name}.grouped", [0, g, c // g, *rest])],
+               f"{layer.name}.grouped")
+    perm = [0, 2, 1] + list(range(3, 3 + len(rest)))
+    x = b.node("Transpose", [x], f"{layer.name}.swapped", perm=perm)
+    return b.node("Reshape", [x, _ints(b, f"{layer.name}.shape", [0, c, *rest])], layer.name)
+
+
+def lower_upsample(b, layer, inputs, in_shapes):
+    a = layer.settled
+    h, w, c = in_shapes[0]
+    oh, ow = layer.shape[:2]
+    sizes = _ints(b, f"{layer.name}.sizes", [0, c, oh, ow])
+    # the batch size is dynamic: sizes = [N, C, OH, OW] with N read from the input
+    n = b.node("Shape", [inputs[0]], f"{layer.name}.in_shape", start=0, end=1)
+    full = b.node("Concat", [n, _ints(b, f"{layer.name}.chw", [c, oh, ow])],
+                  f"{layer.name}.out_shape", axis=0)
+    del sizes
+    if a["mode"] == "nearest":  # PyTorch's nearest: floor(out_index * in / out)
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                 "nearest_mode": "floor"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode":
+                 "align_corners" if a["align_corners"] else "pytorch_half_pixel"}
+    return b.node("Resize", [inputs[0], "", "", full], layer.name, **attrs)
+
+
+def lower_conv_transpose(b, layer, inputs, in_shapes):
+    a = layer.settled
+    ins = [inputs[0], b.param(layer, "weight")]
+    if "bias" in layer.params:
+        ins.append(b.param(layer, "bias"))
+    oh, ow = layer.shape[:2]
+    y = b.node("ConvTranspose", ins, layer.name if not layer.fused_activation
+               else f"{layer.name}.convt", kernel_shape=list(a["kernel"]),
+               strides=list(a["stride"]), dilations=list(a["dilation"]), group=int(a["groups"]),
+               pads=_onnx_pads(a["pads"]), output_shape=[oh, ow])
+    return _fused(b, layer, y)
+
+
 LOWERINGS = {
     "conv": lower_conv,
     "dwconv": lower_conv,
@@ -290,6 +346,10 @@ LOWERINGS = {
     "add": lower_add,
     "mul": lower_mul,
     "concat": lower_concat,
+    "split": lower_split,
+    "shuffle": lower_shuffle,
+    "upsample": lower_upsample,
+    "conv_transpose": lower_conv_transpose,
 }
 for _kind in sorted(ACTIVATION_OPS):
     LOWERINGS[_kind] = _standalone(_kind)

@@ -287,6 +287,63 @@ def lower_mul(w, layer, inputs, in_shapes):
     return " * ".join(xs)
 
 
+def lower_split(w, layer, inputs, in_shapes):
+    start, stop = layer.settled["channels"]
+    return f"{inputs[0]}[:, {start}:{stop}]"  # one part: channels [start, stop)
+
+
+def lower_shuffle(w, layer, inputs, in_shapes):
+    g = layer.settled["groups"]
+    c = in_shapes[0][-1]
+    rest = ", ".join(str(d) for d in in_shapes[0][:-1])
+    rest = f", {rest}" if len(in_shapes[0]) == 3 else ""
+    n = f"{inputs[0]}.shape[0]"
+    # ShuffleNet's channel shuffle, as torchvision writes it
+    return (f"{inputs[0]}.reshape({n}, {g}, {c // g}{rest}).transpose(1, 2)"
+            f".reshape({n}, {c}{rest})")
+
+
+def lower_upsample(w, layer, inputs, in_shapes):
+    a = layer.settled
+    scale = tuple(float(x) for x in a["scale"])
+    if a["mode"] == "nearest":
+        mod = w.module(layer, f"nn.Upsample(scale_factor={scale!r}, mode='nearest')")
+    else:
+        mod = w.module(layer, f"nn.Upsample(scale_factor={scale!r}, mode='bilinear', "
+                              f"align_corners={bool(a['align_corners'])})")
+    return f"{mod}({inputs[0]})"
+
+
+def lower_conv_transpose(w, layer, inputs, in_shapes):
+    a = layer.settled
+    top, bottom, left, right = a["pads"]
+    symmetric = top == bottom and left == right
+    args = [str(in_shapes[0][2]), str(a["filters"]), _tuple(a["kernel"]),
+            f"stride={_tuple(a['stride'])}", f"dilation={_tuple(a['dilation'])}",
+            f"groups={a['groups']}", f"bias={bool(a['bias'])}"]
+    if symmetric:
+        args += [f"padding={_tuple((top, left))}", f"output_padding={_tuple(a['output_pads'])}"]
+    mod = w.module(layer, f"nn.ConvTranspose2d({', '.join(args)})")
+    act, params = layer.fused_activation, a.get("activation_params")
+    if symmetric:
+        return _fused(f"{mod}({inputs[0]})", act, params)
+    oh, ow = layer.shape[:2]
+    y = (f"F.conv_transpose2d({inputs[0]}, {mod}.weight, None, {_tuple(a['stride'])}, 0, 0, "
+         f"{a['groups']}, {_tuple(a['dilation'])})")
+    # the full output cropped (or extended with zeros) to the checked size, then the bias
+    y = f"_crop_to({y}, {top}, {left}, {oh}, {ow})"
+    w.helpers["_crop_to"] = _CROP_TO
+    y = f"({y} + {mod}.bias.reshape(1, -1, 1, 1))" if a["bias"] else y
+    return _fused(y, act, params)
+
+
+_CROP_TO = '''
+def _crop_to(y, top, left, oh, ow):
+    """Rows from `top` and columns from `left` of y, oh x ow of them (zeros past its end)."""
+    return F.pad(y, (-left, left + ow - y.shape[3], -top, top + oh - y.shape[2]))
+'''
+
+
 def lower_flatten(w, layer, inputs, in_shapes):
     return f"torch.flatten({inputs[0]}, 1)"  # channel-major: N x (C*H*W)
 
@@ -320,6 +377,10 @@ SOURCE_LOWERINGS = {
     "add": lower_add,
     "mul": lower_mul,
     "concat": lower_concat,
+    "split": lower_split,
+    "shuffle": lower_shuffle,
+    "upsample": lower_upsample,
+    "conv_transpose": lower_conv_transpose,
 }
 for _kind in ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu",
               "hardswish", "hardsigmoid"):
