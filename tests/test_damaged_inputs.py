@@ -57,6 +57,8 @@ def only_error(text: str):
     ("input 28x28x1; flatten; dropout 0." + "1" * 5000 + "; dense 10", None),
     ("input 28x28x1; flatten; dense 10; leaky_relu 1" + "0" * 5000, "too-large"),
     ("input 1" + "0" * 4400 + "x28x1; flatten; dense 10", "too-large"),
+    ("input 28x28x1; conv " + "0" * 4700 + "8 3; flatten; dense 10", None),  # leading zeros
+    ("input " + "0" * 4700 + "28x28x1; flatten; dense 10", None),
 ])
 def test_huge_literals_are_diagnostics(text, code):
     model = cnnc.compile(text)

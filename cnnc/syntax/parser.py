@@ -184,15 +184,17 @@ class _AstBuilder:
         if _INT.fullmatch(text):
             # Python refuses to convert strings of over 4,300 digits; anything over 10 is too
             # large here anyway, so look at the length before converting.
-            value = int(text) if len(text.lstrip("-").lstrip("0")) <= _MAX_DIGITS else MAX_INT + 1
+            digits = text.lstrip("-").lstrip("0") or "0"  # int() counts leading zeros too
+            value = (-1 if text.startswith("-") else 1) * int(digits) \
+                if len(digits) <= _MAX_DIGITS else MAX_INT + 1
             if abs(value) > MAX_INT:
                 self._error(span, "too-large", f"the number {_short(text)} is too large to be a size "
                             f"(the largest cnnc accepts is 2**31 - 1 = {MAX_INT:,})")
                 return bad
             return ast.Value("int", value, text, span)
         if _DIMS.fullmatch(text):
-            parts = tuple(int(p) if len(p.lstrip("0")) <= _MAX_DIGITS else MAX_INT + 1
-                          for p in text.split("x"))
+            parts = tuple(int(p.lstrip("0") or "0") if len(p.lstrip("0")) <= _MAX_DIGITS
+                          else MAX_INT + 1 for p in text.split("x"))
             if any(p > MAX_INT for p in parts):
                 self._error(span, "too-large", f"the size {_short(text)} has a dimension too large to be "
                             f"real (the largest cnnc accepts is 2**31 - 1 = {MAX_INT:,})")
