@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODEL = "input 8x8x1; conv 4 3 relu; pool 2; flatten; dense 10 softmax\n"
+MAX_KILLS = 8  # per trial; then the run is left to finish
 FLAGS = ["--data", "digits", "--limit", "400", "--batch-size", "16", "--seed", "3"]
 
 
@@ -70,13 +71,15 @@ def trial(folder: Path, epochs: int, span: float, rng: random.Random, reference:
     """Kill and resume until the run completes; (kills, problem or None)."""
     out = folder / "run"
     kills = 0
-    for _ in range(200):
+    for attempt in range(MAX_KILLS + 1):
         resume = (out / "state.safetensors").exists()
         args = ["--epochs", str(epochs), "--out", "run"]
         args.append("--resume" if resume else "--overwrite")
         proc = cnnc(args, folder)
         try:
-            proc.wait(timeout=rng.uniform(0.0, span))
+            # the last attempt runs to the end: on a loaded machine a run may take longer than
+            # the reference did, and the check is what the kills left, not how many there were
+            proc.wait(timeout=rng.uniform(0.0, span) if attempt < MAX_KILLS else None)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -86,7 +89,7 @@ def trial(folder: Path, epochs: int, span: float, rng: random.Random, reference:
         if proc.returncode != 0:
             return kills, f"exit {proc.returncode} after {kills} kills: {err.strip()[-500:]}"
         return kills, same_run(out, reference)
-    return kills, "never completed"
+    return kills, "never completed"  # not reached: the last attempt is not killed
 
 
 def main(argv=None) -> int:
