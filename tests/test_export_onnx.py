@@ -135,6 +135,15 @@ def test_nchw_layout_and_dynamic_batch():
 
 # Hand-picked corners: each one a place where ONNX's operators do not say what the language says
 CORNERS = {
+    # given output_shape, ONNX would ignore these pads and split its own (random programs found it)
+    "conv_transpose, uneven crops": "input 3x3x1; conv_transpose 1 1x1 pad=1x0x0x1; flatten; "
+                                    "dense 2",
+    "conv_transpose, output padding past the stride": "input 3x3x1; conv_transpose 2 1x1 "
+                                                      "output_padding=1x0 dilation=2x1 relu; "
+                                                      "flatten; dense 2",
+    "conv_transpose, uneven crops and output padding": "input 3x3x2; conv_transpose 2 2 stride=2 "
+                                                       "pad=0x1x1x0 output_padding=1; gap; "
+                                                       "dense 3",
     "same, stride 2, even size (pads 0/1)": "input 6x6x2; conv 3 3x3 stride=2 pad=same relu",
     "explicit asymmetric pads, dilation": "input 5x7x1; conv 2 3x2 pad=1x0x0x2 dilation=2x1",
     "max pool, asymmetric pad": "input 5x5x2; pool max 2 stride=2 pad=same",

@@ -320,15 +320,41 @@ def lower_upsample(b, layer, inputs, in_shapes):
 
 
 def lower_conv_transpose(b, layer, inputs, in_shapes):
+    # Explicit pads and output padding, never output_shape: given output_shape, ONNX ignores the
+    # pads and splits its own, which is not cnnc's crop when the pads are uneven. Output padding
+    # adds rows after the crop: it is taken off the after-crop first; onnxruntime takes the rest
+    # only while it is below the stride, and beyond that the rows (which no input reaches: they
+    # hold the bias alone) are a zero Pad with the bias added after it.
     a = layer.settled
+    t, bottom, left, right = a["pads"]
+    onnx_pads, output_padding, extra = [], [], []
+    for before, after, op, stride in ((t, bottom, a["output_pads"][0], a["stride"][0]),
+                                      (left, right, a["output_pads"][1], a["stride"][1])):
+        take = min(after, op)
+        after, op = after - take, op - take
+        keep = op if op < stride else 0
+        onnx_pads.append((before, after))
+        output_padding.append(int(keep))
+        extra.append(int(op - keep))
+    has_bias = "bias" in layer.params
     ins = [inputs[0], b.param(layer, "weight")]
-    if "bias" in layer.params:
+    if has_bias and not any(extra):
         ins.append(b.param(layer, "bias"))
-    oh, ow = layer.shape[:2]
-    y = b.node("ConvTranspose", ins, layer.name if not layer.fused_activation
-               else f"{layer.name}.convt", kernel_shape=list(a["kernel"]),
+    name = layer.name if not layer.fused_activation and not any(extra) else f"{layer.name}.convt"
+    y = b.node("ConvTranspose", ins, name, kernel_shape=list(a["kernel"]),
                strides=list(a["stride"]), dilations=list(a["dilation"]), group=int(a["groups"]),
-               pads=_onnx_pads(a["pads"]), output_shape=[oh, ow])
+               pads=[int(onnx_pads[0][0]), int(onnx_pads[1][0]), int(onnx_pads[0][1]),
+                     int(onnx_pads[1][1])], output_padding=output_padding)
+    if any(extra):
+        last = layer.name if not layer.fused_activation and not has_bias else f"{layer.name}.pad"
+        y = b.node("Pad", [y, _ints(b, f"{layer.name}.extra", [0, 0, 0, 0, 0, 0, *extra])],
+                   last)
+        if has_bias:
+            bias = b.node("Reshape", [b.param(layer, "bias"),
+                                      _ints(b, f"{layer.name}.bias_shape", [1, -1, 1, 1])],
+                          f"{layer.name}.bias4d")
+            y = b.node("Add", [y, bias], layer.name if not layer.fused_activation
+                       else f"{layer.name}.biased")
     return _fused(b, layer, y)
 
 
