@@ -233,3 +233,13 @@ def test_numpy_trace_holds_every_layer():
     out = s.forward(np.zeros((1, 1, 28, 28), np.float32), training=False, trace=trace)
     assert list(trace) == [l.name for l in model.graph.layers()]
     assert trace["dense_2"] is out
+
+
+def test_verify_without_pytorch_says_so():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "sys.argv = ['cnnc', 'verify', 'examples/quickstart.cnn']\n"
+            "from cnnc.cli import main\nmain()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                       capture_output=True)
+    assert r.returncode == 1 and "PyTorch is not installed" in r.stderr, r.stderr

@@ -43,7 +43,14 @@ def _rel(a: np.ndarray, truth: np.ndarray) -> float:
 def verify(model, weights: dict | None = None, *, batch: int = 2, seed: int = 0,
            gradients: bool = False, other: str = "torch") -> list[Row]:
     """One row per layer (and per parameter gradient), in the order the layers run."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        from ..diagnostics import CnncError
+
+        raise CnncError("`cnnc verify` compares the NumPy reference with the torch backend, and "
+                        "PyTorch is not installed", code="backend",
+                        hint="install it, e.g. `pip install torch`") from None
 
     shape = model.input_shape
     rng = np.random.default_rng(seed)
