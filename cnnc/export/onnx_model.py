@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from . import lowerings
+
 OPSET = 17  # ai.onnx opset of every exported model (Gelu is written out with Erf)
 LAYOUTS = ("nhwc", "nchw")
 
@@ -83,51 +85,48 @@ class Builder:
 # -- activations ---------------------------------------------------------------------------------
 
 
+def _gelu(b: Builder, x: str, name: str, params: dict) -> str:
+    """The exact form, x * (1 + erf(x / sqrt 2)) / 2 (ONNX's own Gelu needs opset 20)."""
+    scaled = b.node("Mul", [x, b.const(f"{name}.rsqrt2", 1 / math.sqrt(2))], f"{name}.scaled")
+    erf = b.node("Erf", [scaled], f"{name}.erf")
+    one = b.node("Add", [erf, b.const(f"{name}.one", 1.0)], f"{name}.plus1")
+    half = b.node("Mul", [x, b.const(f"{name}.half", 0.5)], f"{name}.halfx")
+    return b.node("Mul", [half, one], name)
+
+
+# activation name -> lower(b, x, name, params) -> output tensor; params are the layer's settled
+# activation_params. A plugin adds its own with register_activation.
+ACTIVATIONS = {
+    "relu": lambda b, x, name, p: b.node("Relu", [x], name),
+    "relu6": lambda b, x, name, p: b.node(
+        "Clip", [x, b.const(f"{name}.min", 0.0), b.const(f"{name}.max", 6.0)], name),
+    "tanh": lambda b, x, name, p: b.node("Tanh", [x], name),
+    "sigmoid": lambda b, x, name, p: b.node("Sigmoid", [x], name),
+    # over channels (4-D) or features (2-D)
+    "softmax": lambda b, x, name, p: b.node("Softmax", [x], name, axis=1),
+    "leaky_relu": lambda b, x, name, p: b.node("LeakyRelu", [x], name,
+                                               alpha=float(p.get("slope", 0.01))),
+    "elu": lambda b, x, name, p: b.node("Elu", [x], name, alpha=float(p.get("alpha", 1.0))),
+    "gelu": _gelu,
+    # x * sigmoid(x)
+    "silu": lambda b, x, name, p: b.node("Mul", [x, b.node("Sigmoid", [x], f"{name}.sigmoid")],
+                                         name),
+    "hardswish": lambda b, x, name, p: b.node("HardSwish", [x], name),  # x * relu6(x + 3) / 6
+    # relu6(x + 3) / 6
+    "hardsigmoid": lambda b, x, name, p: b.node("HardSigmoid", [x], name, alpha=1 / 6, beta=0.5),
+}
+
+
 def activation(b: Builder, kind: str, x: str, name: str, params: dict) -> str:
     """One activation with its settled parameters (layer.settled["activation_params"])."""
-    if kind == "relu":
-        return b.node("Relu", [x], name)
-    if kind == "relu6":
-        return b.node("Clip", [x, b.const(f"{name}.min", 0.0), b.const(f"{name}.max", 6.0)],
-                      name)
-    if kind == "tanh":
-        return b.node("Tanh", [x], name)
-    if kind == "sigmoid":
-        return b.node("Sigmoid", [x], name)
-    if kind == "softmax":
-        return b.node("Softmax", [x], name, axis=1)  # over channels (4-D) or features (2-D)
-    if kind == "leaky_relu":
-        return b.node("LeakyRelu", [x], name, alpha=float(params.get("slope", 0.01)))
-    if kind == "elu":
-        return b.node("Elu", [x], name, alpha=float(params.get("alpha", 1.0)))
-    if kind == "gelu":  # the exact form, x * (1 + erf(x / sqrt 2)) / 2 (ONNX Gelu is opset 20)
-        scaled = b.node("Mul", [x, b.const(f"{name}.rsqrt2", 1 / math.sqrt(2))],
-                        f"{name}.scaled")
-        erf = b.node("Erf", [scaled], f"{name}.erf")
-        one = b.node("Add", [erf, b.const(f"{name}.one", 1.0)], f"{name}.plus1")
-        half = b.node("Mul", [x, b.const(f"{name}.half", 0.5)], f"{name}.halfx")
-        return b.node("Mul", [half, one], name)
-    if kind == "silu":  # x * sigmoid(x)
-        return b.node("Mul", [x, b.node("Sigmoid", [x], f"{name}.sigmoid")], name)
-    if kind == "hardswish":  # x * relu6(x + 3) / 6
-        return b.node("HardSwish", [x], name)
-    if kind == "hardsigmoid":  # relu6(x + 3) / 6
-        return b.node("HardSigmoid", [x], name, alpha=1 / 6, beta=0.5)
-    return _PLUGIN_ACTIVATIONS[kind](b, x, name, params)
-
-
-# the activations `activation` above writes; a plugin adds its own with register_activation
-ACTIVATION_OPS = {"relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu",
-                  "silu", "hardswish", "hardsigmoid"}
-_PLUGIN_ACTIVATIONS: dict = {}
+    return ACTIVATIONS[kind](b, x, name, params)
 
 
 def register_activation(name: str, lower) -> None:
     """An activation from a plugin: lower(b, x, name, params) -> output tensor name."""
-    if name in ACTIVATION_OPS:
+    if name in ACTIVATIONS:
         raise ValueError(f"duplicate ONNX lowering for activation {name!r}")
-    ACTIVATION_OPS.add(name)
-    _PLUGIN_ACTIVATIONS[name] = lower
+    ACTIVATIONS[name] = lower
     LOWERINGS[name] = _standalone(name)
 
 
@@ -358,26 +357,8 @@ def lower_conv_transpose(b, layer, inputs, in_shapes):
     return _fused(b, layer, y)
 
 
-LOWERINGS = {
-    "conv": lower_conv,
-    "dwconv": lower_conv,
-    "dense": lower_dense,
-    "pool": lower_pool,
-    "batchnorm": lower_batchnorm,
-    "dropout": lower_dropout,
-    "layernorm": lower_layernorm,
-    "layerscale": lower_layerscale,
-    "stochastic_depth": lower_stochastic_depth,
-    "flatten": lower_flatten,
-    "add": lower_add,
-    "mul": lower_mul,
-    "concat": lower_concat,
-    "split": lower_split,
-    "shuffle": lower_shuffle,
-    "upsample": lower_upsample,
-    "conv_transpose": lower_conv_transpose,
-}
-for _kind in sorted(ACTIVATION_OPS):
+LOWERINGS = lowerings(globals())
+for _kind in sorted(ACTIVATIONS):
     LOWERINGS[_kind] = _standalone(_kind)
 
 
@@ -416,7 +397,7 @@ def to_onnx(model, weights: dict[str, np.ndarray], *, layout: str = "nhwc",
                              "cnnc.export.onnx_model.register(op, function)")
     b = Builder(weights)
     unknown = sorted({a for a in (l.activation for l in graph.layers()) if a}
-                     - set(ACTIVATION_OPS))
+                     - set(ACTIVATIONS))
     if unknown:
         raise CnncError(f"no ONNX lowering for the activation{'s' * (len(unknown) > 1)} "
                         f"{', '.join(f'`{u}`' for u in unknown)}", code="backend",

@@ -30,6 +30,8 @@ from __future__ import annotations
 import keyword
 import re
 
+from . import lowerings
+
 _MODULE_ATTRS = None  # nn.Module's attribute names, which a submodule must not shadow
 
 
@@ -47,35 +49,31 @@ def _reserved() -> set[str]:
     return _MODULE_ATTRS
 
 
+# activation name -> function(expression, settled activation_params) -> expression, as the torch
+# backend applies each
+ACTIVATIONS = {
+    "relu": lambda x, p: f"F.relu({x})",
+    "relu6": lambda x, p: f"F.relu6({x})",
+    "tanh": lambda x, p: f"torch.tanh({x})",
+    "sigmoid": lambda x, p: f"torch.sigmoid({x})",
+    "softmax": lambda x, p: f"F.softmax({x}, dim=1)",
+    "leaky_relu": lambda x, p: f"F.leaky_relu({x}, {float(p.get('slope', 0.01))!r})",
+    "elu": lambda x, p: f"F.elu({x}, {float(p.get('alpha', 1.0))!r})",
+    "gelu": lambda x, p: f"F.gelu({x})",
+    "silu": lambda x, p: f"F.silu({x})",
+    "hardswish": lambda x, p: f"F.hardswish({x})",
+    "hardsigmoid": lambda x, p: f"F.hardsigmoid({x})",
+}
+
+
 def _fused(expr: str, act: str | None, params: dict | None = None) -> str:
     """An activation applied to expr, as the torch backend applies it."""
     if not act:
         return expr
     params = params or {}
-    if act == "relu":
-        return f"F.relu({expr})"
-    if act == "relu6":
-        return f"F.relu6({expr})"
-    if act == "tanh":
-        return f"torch.tanh({expr})"
-    if act == "sigmoid":
-        return f"torch.sigmoid({expr})"
-    if act == "softmax":
-        return f"F.softmax({expr}, dim=1)"
-    if act == "leaky_relu":
-        return f"F.leaky_relu({expr}, {float(params.get('slope', 0.01))!r})"
-    if act == "elu":
-        return f"F.elu({expr}, {float(params.get('alpha', 1.0))!r})"
-    if act == "gelu":
-        return f"F.gelu({expr})"
-    if act == "silu":
-        return f"F.silu({expr})"
-    if act == "hardswish":
-        return f"F.hardswish({expr})"
-    if act == "hardsigmoid":
-        return f"F.hardsigmoid({expr})"
-    if act in PLUGIN_ACTIVATIONS:
-        return PLUGIN_ACTIVATIONS[act](expr, params)
+    write = ACTIVATIONS.get(act) or PLUGIN_ACTIVATIONS.get(act)
+    if write is not None:
+        return write(expr, params)
     from ..diagnostics import CnncError
 
     raise CnncError(f"no PyTorch-source lowering for the activation `{act}`", code="backend",
@@ -363,27 +361,8 @@ def _standalone(kind: str):
     return lower
 
 
-SOURCE_LOWERINGS = {
-    "conv": lower_conv,
-    "dwconv": lower_conv,
-    "dense": lower_dense,
-    "pool": lower_pool,
-    "batchnorm": lower_batchnorm,
-    "dropout": lower_dropout,
-    "layernorm": lower_layernorm,
-    "layerscale": lower_layerscale,
-    "stochastic_depth": lower_stochastic_depth,
-    "flatten": lower_flatten,
-    "add": lower_add,
-    "mul": lower_mul,
-    "concat": lower_concat,
-    "split": lower_split,
-    "shuffle": lower_shuffle,
-    "upsample": lower_upsample,
-    "conv_transpose": lower_conv_transpose,
-}
-for _kind in ("relu", "relu6", "tanh", "sigmoid", "softmax", "leaky_relu", "elu", "gelu", "silu",
-              "hardswish", "hardsigmoid"):
+SOURCE_LOWERINGS = lowerings(globals())
+for _kind in ACTIVATIONS:
     SOURCE_LOWERINGS[_kind] = _standalone(_kind)
 
 
