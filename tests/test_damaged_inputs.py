@@ -69,6 +69,14 @@ def test_huge_literals_are_diagnostics(text, code):
     assert len(model.errors[0].message) < 200  # the number is shown by its length
 
 
+def test_split_into_billions_of_parts_is_a_short_diagnostic():
+    # found by fuzzing: the hint listed every part's name, 2**31 of them, and never finished
+    model = cnnc.compile("input 8x8x3\nsplit 2147483647\n")
+    assert [d.code for d in model.errors] == ["bad-value"]
+    assert "a, b, c, ..., p2147483647 = split 2147483647" in model.errors[0].hint
+    assert len(model.errors[0].hint) < 200
+
+
 def test_pool_zero_says_the_size_range():
     err = only_error("input 28x28x1; pool 0; flatten; dense 10")
     assert err.message == "`pool`: size must be at least 1, but got `0`"

@@ -335,7 +335,10 @@ class Builder:
             raise _Skip from None
         text = self.text_of(call.span)
         if len(names) != count:
-            many = ", ".join("abcdefgh"[i] if i < 8 else f"p{i + 1}" for i in range(count))
+            # every name for a few parts; past that the first ones and the last (a hint of
+            # millions of names would take minutes to write and nobody would read it)
+            shown = [("abcdefgh"[i] if i < 8 else f"p{i + 1}") for i in range(min(count, 10))]
+            many = ", ".join(shown if count <= 10 else [*shown[:3], "...", f"p{count}"])
             given = "no names are" if not names else \
                 f"{len(names)} name{' is' if len(names) == 1 else 's are'}"
             self.error(call.span, "bad-value", f"`{text}` makes {count} tensors, but {given} "
