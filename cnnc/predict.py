@@ -109,7 +109,7 @@ def class_names(model, weights_path: str | None, metadata: dict, classes: int) -
         run_json = Path(weights_path).resolve().parent / "run.json"
         try:
             candidates.append(json.loads(run_json.read_text()).get("classes"))
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             pass
     data = model.train_config.data if model.train_config is not None else None
     known = known_class_names()
@@ -119,7 +119,7 @@ def class_names(model, weights_path: str | None, metadata: dict, classes: int) -
         if isinstance(names, str):
             try:
                 names = json.loads(names)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
         if isinstance(names, list) and len(names) == classes:
             return [str(n) for n in names]

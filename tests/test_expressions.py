@@ -151,3 +151,22 @@ def test_a_run_records_its_parameters_and_resume_refuses_others(tmp_path):
     assert "--set width=2" in again.stderr
     same = cli("train", model, "--epochs", 2, "--out", out, "--resume", "--set", "width=2")
     assert same.returncode == 0, same.stdout + same.stderr
+
+
+def test_eval_with_damaged_parameter_metadata_warns_not_crashes(tmp_path):
+    # found by fuzzing: `params` in a weights file's metadata was trusted to be a JSON object
+    from cnnc.train.checkpoint import load_safetensors, save_safetensors
+
+    model = tmp_path / "m.cnn"
+    model.write_text("param width=1.0\ninput 8x8x1\nflatten\ndense round(16 * width) relu\n"
+                     "dense 10 softmax\ntrain:\n    data digits\n")
+    out = tmp_path / "run"
+    assert cli("train", model, "--epochs", 1, "--limit", 100, "--out", out).returncode == 0
+    tensors, meta = load_safetensors(out / "last.safetensors")
+    for damaged in ("5", "{", "[" * 100_000):
+        save_safetensors(tmp_path / "w.safetensors", tensors,
+                         {**meta, "params": damaged, "model_sha256": "0" * 64})
+        proc = cli("eval", model, "--weights", tmp_path / "w.safetensors")
+        assert proc.returncode == 0, proc.stderr
+        assert "was trained with other parameter values" in proc.stderr
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr

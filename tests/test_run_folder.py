@@ -116,6 +116,8 @@ def _edit_state(folder: Path, **meta):
     ({"history": "[]"}, "history does not hold every epoch"),
     ({"best_metric": "nan"}, "best_metric is 'nan'"),
     ({"best_epoch": "-1"}, "best_epoch is '-1'"),
+    ({"params": "5"}, "params is not a JSON dict"),  # these two found by fuzzing
+    ({"params": "{"}, "params is not a JSON dict"),
 ])
 def test_edited_state_metadata_is_a_clear_error(tmp_path, edit, words):
     _run_to_end(tmp_path, 2, False)

@@ -40,7 +40,12 @@ def run(args) -> int:
         from ..diagnostics import WARNING, Diagnostic
         from .report import print_diagnostics
 
-        saved = json.loads(meta.get("params") or "{}")
+        try:
+            saved = json.loads(meta.get("params") or "{}")
+        except (ValueError, RecursionError):
+            saved = None
+        if not isinstance(saved, dict):  # damaged metadata: only this warning reads it
+            saved = {"params": "(unreadable)"}
         other = saved != json.loads(json.dumps(model.params))
         what = "with other parameter values (" + (" ".join(
             f"{k}={v}" for k, v in saved.items()) or "none") + ")" if other else \

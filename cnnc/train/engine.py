@@ -434,7 +434,8 @@ class _Trainer:
         if smeta.get("format") != "cnnc-train-state":
             raise CnncError(f"cannot resume: {state_path} is not a cnnc training state",
                             code="weights", hint="train again without --resume")
-        saved_params = json.loads(smeta.get("params") or "{}")
+        saved_params = _meta_json(smeta, "params", state_path, dict) if smeta.get("params") \
+            else {}
         params = getattr(self.model, "params", None) or {}
         if saved_params != json.loads(json.dumps(params)):
             shown = " ".join(f"{k}={v}" for k, v in saved_params.items()) or "(none)"
