@@ -30,6 +30,26 @@ temporaries, at the price of two cheap transposes between NCHW and the channel-m
 ``(F, N, OH, OW)`` layout of y and dy. (A sample-major layout would give NCHW directly but needs
 a batch of small GEMMs and a (N, F, K) temporary for dW; measured, it is slower here.)
 
+Ungrouped convolutions: two faster layouts
+------------------------------------------
+Most convolutions have groups == 1. For them the channel-major layout costs two transposes
+whose inner runs are one output row long (OW numbers: numpy's per-row overhead dominates on
+small images) and an input gradient built from KH*KW thin GEMMs. Two other layouts avoid that,
+and each wins where the other loses, by the length of the contiguous runs its im2col copies:
+
+* sample-major, when one image row (OW numbers) is longer than one kernel row of channels
+  (KW*C numbers) -- a first layer on grey or RGB images. Columns are ``(N, C*KH*KW, OH*OW)``;
+  the forward pass is one GEMM per image, ``W (F, K) @ cols[n] (K, P)``, whose result is
+  already NCHW: no transpose at all. dW sums the per-image products; dx is one GEMM per image
+  and a col2im over KH*KW taps.
+* position-major otherwise -- every layer past the first, where channels are many and images
+  small. The input is padded into NHWC once; columns are ``(N*OH*OW, KH*KW*C)`` with runs of
+  KW*C contiguous numbers; forward, dW and each tap of dx are one GEMM each over all images,
+  and only y and dy cross between NCHW and this layout (inner runs of OH*OW or F numbers).
+
+Measured on the benchmark model (batch 64, one thread), the second convolution went from 30.5
+to about 21 ms for forward and backward, the first from 5.1 to 1.6 ms.
+
 Speed trick -- computing whole padded rows when the horizontal stride is 1
 --------------------------------------------------------------------------
 When ``stride_w == 1`` we compute the output for *every* column of the padded width Wp instead
@@ -160,6 +180,19 @@ def conv2d_forward(x, w, b=None, *, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(
         raise ValueError(f"conv2d: kernel {KH}x{KW} does not fit the padded {Hp}x{Wp} input")
     dtype = np.result_type(x, w)
     x = x.astype(dtype, copy=False)
+    w = w.astype(dtype, copy=False)
+    depthwise = Cg == 1 and F // G <= 4
+
+    if G == 1 and not depthwise:
+        layout = _ungrouped_layout(C, KW, OW)
+        run = _sample_major_forward if layout == "sample" else _position_major_forward
+        y, cols, xp_shape = run(x, w, b, pads, (sh, sw), (dh, dw), OH, OW)
+        cache = {
+            "layout": layout, "cols": cols, "w": w, "has_bias": b is not None, "x_shape": x.shape,
+            "xp_shape": xp_shape, "stride": (sh, sw), "dilation": (dh, dw), "pads": (pt, pb, pl, pr),
+            "groups": 1, "out": (OH, OW, OW),
+        }
+        return y, cache
 
     # With a horizontal stride of 1 we compute all Wp columns of each output row (see the
     # module docstring); otherwise just the OW real ones.
@@ -167,7 +200,7 @@ def conv2d_forward(x, w, b=None, *, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(
     extra_rows = 1 if sw == 1 else 0
     M = N * OH * OWc  # output positions, all images together
 
-    if Cg == 1 and F // G <= 4:
+    if depthwise:
         # Depthwise (each filter sees ONE input channel, and few filters share it): im2col
         # would copy the input KH*KW times for GEMMs whose dot products are only KH*KW long.
         # Instead multiply-accumulate the kernel taps straight from strided views of the
@@ -199,7 +232,8 @@ def conv2d_forward(x, w, b=None, *, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(
         np.add(y_cm.transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=y)
 
     cache = {
-        **saved, "w": w, "has_bias": b is not None, "x_shape": x.shape, "xp_shape": xp.shape,
+        **saved, "layout": "channel", "w": w, "has_bias": b is not None, "x_shape": x.shape,
+        "xp_shape": xp.shape,
         "stride": (sh, sw), "dilation": (dh, dw), "pads": (pt, pb, pl, pr), "groups": G,
         "out": (OH, OW, OWc),
     }
@@ -212,6 +246,10 @@ def conv2d_backward(dy, cache, *, need_dx=True):
     ``need_dx=False`` skips the input gradient (returned as None) -- the first layer of a
     network never needs it, and it is a third of the layer's backward cost.
     """
+    if cache["layout"] == "sample":
+        return _sample_major_backward(dy, cache, need_dx)
+    if cache["layout"] == "position":
+        return _position_major_backward(dy, cache, need_dx)
     w = cache["w"]
     N, C, H, W = cache["x_shape"]
     F, Cg, KH, KW = w.shape
@@ -260,6 +298,136 @@ def conv2d_backward(dy, cache, *, need_dx=True):
                 np.matmul(w_taps[i, j], dy_cm, out=dtap)  # (G, Cg, Fg) @ (G, Fg, M) -> (C, M)
             taps[:, i, j] += dtap.reshape(C, N, OH, OWc)
     return _unpad_to_nchw(dxp, cache), dw, db
+
+
+# ----------------------------------------------------------------------------------------------
+# groups == 1: sample-major and position-major columns (see the module docstring)
+# ----------------------------------------------------------------------------------------------
+
+
+def _ungrouped_layout(C: int, KW: int, OW: int) -> str:
+    """"sample" when an output row is the longer contiguous run for im2col to copy, else
+    "position" (a kernel row of channels, KW*C numbers, is)."""
+    return "sample" if OW > KW * C else "position"
+
+
+def _zero_border(xp: np.ndarray, pads, rows_axis: int) -> None:
+    """Zero the padding of xp, whose rows and columns are axes rows_axis and rows_axis + 1;
+    the interior is about to be overwritten."""
+    pt, pb, pl, pr = pads
+    H, W = xp.shape[rows_axis] - pt - pb, xp.shape[rows_axis + 1] - pl - pr
+    lead = (slice(None),) * rows_axis
+    for index in ((slice(0, pt),), (slice(pt + H, None),), (slice(pt, pt + H), slice(0, pl)),
+                  (slice(pt, pt + H), slice(pl + W, None))):
+        xp[lead + index] = 0
+
+
+def _strided(xp, shape, strides, writeable=False):
+    # Different kernel taps overlap in memory: write through such a view one tap at a time.
+    return as_strided(xp, shape=shape, strides=strides, writeable=writeable)
+
+
+def _sample_major_forward(x, w, b, pads, stride, dilation, OH, OW):
+    """Columns (N, C*KH*KW, OH*OW); y[n] = W @ cols[n], already NCHW."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = pads
+    xp = _scratch.get("xp", (N, C, H + pt + pb, W + pl + pr), x.dtype)
+    _zero_border(xp, pads, 2)
+    xp[:, :, pt : pt + H, pl : pl + W] = x
+    sn, sc, srow, scol = xp.strides
+    taps = _strided(xp, (N, C, KH, KW, OH, OW), (sn, sc, dh * srow, dw * scol, sh * srow, sw * scol))
+    cols = np.ascontiguousarray(taps).reshape(N, C * KH * KW, OH * OW)  # kept for dW
+    y = np.matmul(w.reshape(F, -1), cols)  # (N, F, OH*OW): one GEMM per image
+    if b is not None:
+        y += b[:, None]
+    return y.reshape(N, F, OH, OW), cols, xp.shape
+
+
+def _sample_major_backward(dy, cache, need_dx):
+    w, cols = cache["w"], cache["cols"]
+    N, C, H, W = cache["x_shape"]
+    F, _, KH, KW = w.shape
+    OH, OW, _ = cache["out"]
+    dtype = np.result_type(dy, w)
+    dy = np.ascontiguousarray(dy, dtype=dtype)
+    db = dy.sum(axis=(0, 2, 3)) if cache["has_bias"] else None
+    d3 = dy.reshape(N, F, OH * OW)
+    # dW = sum over images of dy[n] @ cols[n].T; the (N, F, K) partial products are small
+    # because this layout is only chosen for few input channels.
+    dw = np.matmul(d3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    if not need_dx:
+        return None, dw, db
+    dcols = np.matmul(w.reshape(F, -1).T, d3, out=_scratch.get("dcols", cols.shape, dtype))
+    dcols = dcols.reshape(N, C, KH, KW, OH, OW)
+    dxp = _scratch.get("dxp", cache["xp_shape"], dtype)  # (N, C, Hp, Wp)
+    dxp.fill(0)
+    (sh, sw), (dh, dw_) = cache["stride"], cache["dilation"]
+    sn, sc, srow, scol = dxp.strides
+    taps = _strided(dxp, (N, C, KH, KW, OH, OW), (sn, sc, dh * srow, dw_ * scol, sh * srow, sw * scol),
+                    writeable=True)
+    for i in range(KH):
+        for j in range(KW):  # col2im: within one tap no two positions alias, so += is exact
+            taps[:, :, i, j] += dcols[:, :, i, j]
+    pt, _, pl, _ = cache["pads"]
+    return dxp[:, :, pt : pt + H, pl : pl + W].copy(), dw, db
+
+
+def _position_major_forward(x, w, b, pads, stride, dilation, OH, OW):
+    """Columns (N*OH*OW, KH*KW*C) read from the input padded into NHWC; y_pm = cols @ W.T."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = pads
+    xp = _scratch.get("xp", (N, H + pt + pb, W + pl + pr, C), x.dtype)
+    _zero_border(xp, pads, 1)
+    xp[:, pt : pt + H, pl : pl + W] = x.transpose(0, 2, 3, 1)  # pad and go channels-last: one pass
+    sn, srow, scol, sc = xp.strides
+    taps = _strided(xp, (N, OH, OW, KH, KW, C), (sn, sh * srow, sw * scol, dh * srow, dw * scol, sc))
+    cols = np.ascontiguousarray(taps).reshape(N * OH * OW, KH * KW * C)  # kept for dW
+    w_pm = w.transpose(0, 2, 3, 1).reshape(F, KH * KW * C)  # w's rows in the columns' order
+    y_pm = np.matmul(cols, w_pm.T, out=_scratch.get("y_pm", (N * OH * OW, F), x.dtype))
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    to_nchw = y_pm.reshape(N, OH * OW, F).transpose(0, 2, 1)
+    if b is None:
+        np.copyto(y.reshape(N, F, OH * OW), to_nchw)
+    else:  # the transpose and the bias share one pass
+        np.add(to_nchw, b[:, None], out=y.reshape(N, F, OH * OW))
+    return y, cols, xp.shape
+
+
+def _position_major_backward(dy, cache, need_dx):
+    w, cols = cache["w"], cache["cols"]
+    N, C, H, W = cache["x_shape"]
+    F, _, KH, KW = w.shape
+    OH, OW, _ = cache["out"]
+    M = N * OH * OW
+    dtype = np.result_type(dy, w)
+    db = dy.sum(axis=(0, 2, 3), dtype=dtype) if cache["has_bias"] else None
+    dy_pm = _scratch.get("dy_pm", (N, OH * OW, F), dtype)
+    np.copyto(dy_pm, dy.reshape(N, F, OH * OW).transpose(0, 2, 1))
+    dy_pm = dy_pm.reshape(M, F)
+    dw = np.matmul(dy_pm.T, cols)  # (F, KH*KW*C), rows in (kh, kw, c) order
+    dw = np.ascontiguousarray(dw.reshape(F, KH, KW, C).transpose(0, 3, 1, 2))
+    if not need_dx:
+        return None, dw, db
+    # dx one kernel tap at a time: the tap's share of every position, (M, F) @ (F, C), added
+    # into the padded NHWC gradient where im2col read that tap (contiguous runs of OW*C).
+    dxp = _scratch.get("dxp", cache["xp_shape"], dtype)  # (N, Hp, Wp, C)
+    dxp.fill(0)
+    (sh, sw), (dh, dw_) = cache["stride"], cache["dilation"]
+    sn, srow, scol, sc = dxp.strides
+    taps = _strided(dxp, (N, OH, OW, KH, KW, C), (sn, sh * srow, sw * scol, dh * srow, dw_ * scol, sc),
+                    writeable=True)
+    w_taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (KH, KW, F, C): BLAS-ready
+    dtap = _scratch.get("dtap", (M, C), dtype)
+    for i in range(KH):
+        for j in range(KW):
+            np.matmul(dy_pm, w_taps[i, j], out=dtap)
+            taps[:, :, :, i, j] += dtap.reshape(N, OH, OW, C)
+    pt, _, pl, _ = cache["pads"]
+    return np.ascontiguousarray(dxp[:, pt : pt + H, pl : pl + W].transpose(0, 3, 1, 2)), dw, db
 
 
 def _unpad_to_nchw(dxp, cache):
