@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -75,24 +76,95 @@ from cnnc.backends.numpy.optim import make_optimizer  # noqa: E402
 LR = {"sgd": 0.01, "adam": 1e-3}
 
 
-def blas_threads() -> str:
-    """How many threads numpy's BLAS uses, asked from the library itself where we can."""
+def _openblas_query(*names: str):
+    """Call the first of `names` found in an OpenBLAS that numpy loaded (scipy-openblas builds
+    prefix and suffix the symbols), or return None (no OpenBLAS: MKL, Accelerate...)."""
     import ctypes
 
     try:
         with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "blas" in line.lower() and ".so" in line}
+            libs = sorted({line.split()[-1] for line in f if "blas" in line.lower() and ".so" in line})
     except OSError:
-        libs = set()
-    for lib in sorted(libs):
+        libs = []
+    for lib in libs:
         try:
             handle = ctypes.CDLL(lib)
         except OSError:
             continue
-        for fn in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(handle, fn):
-                return str(getattr(handle, fn)())
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                for name in names:
+                    fn = getattr(handle, f"{prefix}{name}{suffix}", None)
+                    if fn is not None:
+                        if name.startswith("get_config") or name.startswith("get_corename"):
+                            fn.restype = ctypes.c_char_p
+                            return fn().decode()
+                        return fn()
+    return None
+
+
+def blas_threads() -> str:
+    """How many threads numpy's BLAS uses, asked from the library itself where we can."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = {d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"
+                  and "numpy" in d.get("filepath", "")}
+        if len(counts) == 1:
+            return str(counts.pop())
+    except ImportError:
+        pass
+    n = _openblas_query("get_num_threads")
+    if n is not None:
+        return str(n)
     return f"{os.environ.get('OPENBLAS_NUM_THREADS')} (from OPENBLAS_NUM_THREADS; not verified)"
+
+
+def environment(malloc_note: str) -> list[str]:
+    """What the figures depend on besides the code, for the header: CPU, load, numpy's BLAS and
+    its threads, torch's threads and libraries, glibc malloc's settings."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = "load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else "load unknown"
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas_name = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older numpy: no dicts mode
+        blas_name = "unknown"
+    kernel = _openblas_query("get_corename")
+    blas_name += f" ({kernel} kernels)" if kernel else ""
+
+    torch_libs = []
+    show = torch.__config__.show()
+    for key, label in (("Math Kernel Library", "MKL"), ("MKL-DNN", "oneDNN")):
+        line = next((ln for ln in show.splitlines() if key in ln), None)
+        if line is not None:
+            version = re.search(r"\bv?(\d+(?:\.\d+)+)", line)
+            torch_libs.append(f"{label} {version.group(1)}" if version else label)
+    capability = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "?"
+
+    thread_vars = " ".join(f"{v}={os.environ.get(v, '-')}" for v in
+                           ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
+    malloc_vars = [f"{k}={v}" for k, v in sorted(os.environ.items())
+                   if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD")]
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else platform.libc_ver()[0]
+    return [
+        f"cpu: {cpu}, {cores} cores available, {load}",
+        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}",
+        f"numpy BLAS: {blas_name}, {blas_threads()} threads",
+        f"torch: {torch.get_num_threads()} intra-op threads, {', '.join(torch_libs) or 'no MKL/oneDNN'}, "
+        f"CPU capability {capability}",
+        f"thread variables: {thread_vars}",
+        f"malloc: {libc}, {malloc_note}; environment: {' '.join(malloc_vars) or 'no MALLOC_* variables'}",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,9 +270,11 @@ def make_session_train_step(params: dict[str, np.ndarray], optimizer_name: str):
 
 
 def main(args) -> int:
-    malloc_note = "default"
+    malloc_note = "default settings (--default-malloc)"
     if args.keep_freed_memory:
-        malloc_note = "keeps freed memory" if keep_freed_memory() else "default (mallopt unavailable)"
+        malloc_note = ("keeps freed memory (mallopt: mmap threshold 32 MiB, trim threshold 1 GiB, "
+                       "as cnnc train --backend numpy)" if keep_freed_memory()
+                       else "default settings (mallopt unavailable)")
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -227,16 +301,20 @@ def main(args) -> int:
         print(f"WARNING: first-step losses differ: numpy {l_np:.6f} session {l_s:.6f} "
               f"torch {l_t:.6f}")
 
+    cpu = {}  # CPU seconds of the whole process (every thread) per side, summed over rounds
+
     def run(step, data, n):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for i in range(n):
             step(*data[i % len(data)])
+        cpu[step] = cpu.get(step, 0.0) + time.process_time() - c0
         return time.perf_counter() - t0
 
     for _ in range(args.warmup):
         run(np_step, batches, 1)
         run(session_step, session_batches, 1)
         run(torch_step, torch_batches, 1)
+    cpu.clear()
     t_np, t_session, t_torch = [], [], []
     for _ in range(args.rounds):  # alternate, so slow spells of the machine hit every side
         t_np.append(run(np_step, batches, args.steps))
@@ -249,15 +327,18 @@ def main(args) -> int:
     r_np, r_session, r_torch = rate(t_np), rate(t_session), rate(t_torch)
     print(f"batch {N}, {args.optimizer}, {args.rounds} rounds x {args.steps} steps "
           f"({args.rounds * args.steps * N} images) per side after {args.warmup} warm-up steps")
-    print(f"threads: torch {torch.get_num_threads()}, numpy BLAS {blas_threads()}; "
-          f"numpy {np.__version__}, torch {torch.__version__}; malloc: {malloc_note}")
+    for line in environment(malloc_note):
+        print(line)
     print()
-    print(f"{'':<22}{'images/s':>12}{'ms/step':>10}{'best':>10}{'worst':>10}")
-    rows = (("numpy kernels", r_np, t_np), ("cnnc numpy session", r_session, t_session),
-            ("torch", r_torch, t_torch))
-    for name, r, ts in rows:
+    print(f"{'':<22}{'images/s':>12}{'ms/step':>10}{'best':>10}{'worst':>10}{'cpu ms/step':>14}")
+    rows = (("numpy kernels", r_np, t_np, np_step), ("cnnc numpy session", r_session, t_session, session_step),
+            ("torch", r_torch, t_torch, torch_step))
+    for name, r, ts, step in rows:
         per = [1e3 * t / args.steps for t in ts]
-        print(f"{name:<22}{r:>12.0f}{np.median(per):>10.2f}{min(per):>10.2f}{max(per):>10.2f}")
+        cpu_per = 1e3 * cpu[step] / (args.rounds * args.steps)
+        print(f"{name:<22}{r:>12.0f}{np.median(per):>10.2f}{min(per):>10.2f}{max(per):>10.2f}{cpu_per:>14.2f}")
+    print("(cpu: the process's CPU time per step, all threads, waiting ones included; on a busy "
+          "machine the wall-time columns also count time the side waited for a core)")
     print()
     print(f"ratio numpy kernels/torch (images/s): {r_np / r_torch:.2f} on median rounds, "
           f"{min(t_torch) / min(t_np):.2f} on best rounds")
