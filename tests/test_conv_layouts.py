@@ -134,3 +134,19 @@ def test_results_are_fresh_arrays(layout):
     _run(dict(cfg, seed=4), np.float32)
     for a, b in zip(first, kept):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel, pads", [(3, (1, 1, 1, 1)), (1, (0, 0, 0, 0))])
+def test_cache_survives_other_layers(layout, kernel, pads):
+    # A layer's cache must not live in scratch memory that the next layer's call reuses (a 1x1
+    # unpadded convolution's columns are a contiguous view of its padded input): backward after
+    # another forward gives the same gradients as right after its own forward.
+    r = np.random.default_rng(6)
+    x = r.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    w = r.standard_normal((6, 3, kernel, kernel)).astype(np.float32)
+    y, cache = conv2d_forward(x, w, None, pads=pads)
+    dy = r.standard_normal(y.shape).astype(np.float32)
+    expected = [a.copy() for a in conv2d_backward(dy, cache)[:2]]
+    conv2d_forward(r.standard_normal((2, 3, 5, 5)).astype(np.float32), w, None, pads=pads)
+    for got, want in zip(conv2d_backward(dy, cache)[:2], expected):
+        np.testing.assert_array_equal(got, want)

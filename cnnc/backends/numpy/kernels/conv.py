@@ -338,7 +338,8 @@ def _sample_major_forward(x, w, b, pads, stride, dilation, OH, OW):
     xp[:, :, pt : pt + H, pl : pl + W] = x
     sn, sc, srow, scol = xp.strides
     taps = _strided(xp, (N, C, KH, KW, OH, OW), (sn, sc, dh * srow, dw * scol, sh * srow, sw * scol))
-    cols = np.ascontiguousarray(taps).reshape(N, C * KH * KW, OH * OW)  # kept for dW
+    # a copy even where the view is already contiguous (1x1, unpadded): xp is scratch
+    cols = taps.copy().reshape(N, C * KH * KW, OH * OW)  # kept for dW
     y = np.matmul(w.reshape(F, -1), cols)  # (N, F, OH*OW): one GEMM per image
     if b is not None:
         y += b[:, None]
@@ -385,7 +386,8 @@ def _position_major_forward(x, w, b, pads, stride, dilation, OH, OW):
     xp[:, pt : pt + H, pl : pl + W] = x.transpose(0, 2, 3, 1)  # pad and go channels-last: one pass
     sn, srow, scol, sc = xp.strides
     taps = _strided(xp, (N, OH, OW, KH, KW, C), (sn, sh * srow, sw * scol, dh * srow, dw * scol, sc))
-    cols = np.ascontiguousarray(taps).reshape(N * OH * OW, KH * KW * C)  # kept for dW
+    # a copy even where the view is already contiguous (1x1, unpadded): xp is scratch
+    cols = taps.copy().reshape(N * OH * OW, KH * KW * C)  # kept for dW
     w_pm = w.transpose(0, 2, 3, 1).reshape(F, KH * KW * C)  # w's rows in the columns' order
     y_pm = np.matmul(cols, w_pm.T, out=_scratch.get("y_pm", (N * OH * OW, F), x.dtype))
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
