@@ -29,7 +29,7 @@ from .report import EXIT_ERRORS, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_
 
 # The commands, in the order `cnnc --help` lists them: modules of this package.
 COMMANDS = ["check", "summary", "sizes", "diff", "verify",
-            "graph", "train", "eval", "plot", "convert", "export", "predict"]
+            "graph", "train", "bench", "eval", "plot", "convert", "export", "predict"]
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_ERRORS", "EXIT_USAGE",
            "EXIT_INTERRUPTED"]
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A compiler for convolutional networks: check shapes, count costs, train, "
                     "export.",
         epilog="Run `cnnc COMMAND --help` for a command's options. Docs: docs/language.md, "
-               "docs/training.md, docs/export.md, docs/predict.md.")
+               "docs/training.md, docs/bench.md, docs/export.md, docs/predict.md.")
     parser.add_argument("--version", action="version", version=f"cnnc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

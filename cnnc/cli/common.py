@@ -250,6 +250,28 @@ def backend_options(args) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def training_session(model, args, config):
+    """The backend session `cnnc train` trains with (and `cnnc bench` times): --backend
+    (default numpy), the backend options of the flags, the precision and loss of `config`."""
+    backend = args.backend or "numpy"
+    options = backend_options(args)
+    if backend == "numpy":
+        if config.precision not in ("auto", "fp32"):
+            from ..diagnostics import CnncError
+
+            raise CnncError(f"the NumPy backend is the float32 reference: --precision "
+                            f"{config.precision} is for --backend torch", code="usage")
+        # A training step allocates and frees the same large arrays each time; keeping freed
+        # memory in this process (glibc) instead of handing it back saves about a fifth of a
+        # step (benchmarks/numpy_backend.py). A process-wide choice, so the command makes it.
+        from ..backends.numpy.kernels import keep_freed_memory
+
+        keep_freed_memory()
+    else:
+        options["precision"] = config.precision
+    return model.to_backend(backend, seed=config.seed, loss=config.loss, **options)
+
+
 def _data_span(model, from_file: bool):
     """Where a data problem points: the `train:` section's `data` line when the name came from
     there, else the model's input statement."""

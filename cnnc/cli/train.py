@@ -111,30 +111,14 @@ def _train(model, args, config) -> int:
     from ..train.progress import make_reporter
     from ..train.runs import new_run_dir, write_run_files
     from ..viz.curves import CurvesReporter
-    from .common import backend_options, load_data
+    from .common import load_data, training_session
     from .report import print_diagnostics
 
     print_diagnostics(loss_warnings(model, config.loss))
     ds = load_data(model, args, config, limit=args.limit)
     init = _initial_weights(model, args.init, config.seed) if args.init else None
     backend = args.backend or "numpy"
-    if backend == "numpy":
-        # A training step allocates and frees the same large arrays each time; keeping freed
-        # memory in this process (glibc) instead of handing it back saves about a fifth of a
-        # step (benchmarks/numpy_backend.py). A process-wide choice, so the command makes it.
-        from ..backends.numpy.kernels import keep_freed_memory
-
-        keep_freed_memory()
-    options = backend_options(args)
-    if backend == "numpy":
-        if config.precision not in ("auto", "fp32"):
-            from ..diagnostics import CnncError
-
-            raise CnncError(f"the NumPy backend is the float32 reference: --precision "
-                            f"{config.precision} is for --backend torch", code="usage")
-    else:
-        options["precision"] = config.precision
-    session = model.to_backend(backend, seed=config.seed, loss=config.loss, **options)
+    session = training_session(model, args, config)
     if init is not None:
         session.set_weights(init, source=args.init)
     main = int(getattr(session, "rank", 0) or 0) == 0

@@ -32,6 +32,7 @@ from ...diagnostics import CnncError
 from ..base import Session, check_weights, images_for, plan_loss
 from ..init import initial_weights
 from .lowering import lower
+from .probe import bf16_speedup
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -541,34 +542,6 @@ class TorchSession(Session):
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_SPEEDUPS: dict = {}  # device -> bf16 matmul rate / fp32 matmul rate, measured once
-
-
-def bf16_speedup(device) -> float:
-    """How much faster a 1024x1024 matmul runs in bfloat16 than in float32 here: best of five
-    timings each (other processes only ever slow a run), measured once per device."""
-    key = str(device)
-    if key not in _SPEEDUPS:
-        n = 1024
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        a = torch.randn(n, n, generator=gen).to(device)
-        b = torch.randn(n, n, generator=gen).to(device)
-
-        def best(dtype) -> float:
-            x, y = a.to(dtype), b.to(dtype)
-            times = []
-            for _ in range(6):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                torch.mm(x, y)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - t0)
-            return min(times[1:])  # the first warms up
-
-        _SPEEDUPS[key] = best(torch.float32) / max(best(torch.bfloat16), 1e-9)
-    return _SPEEDUPS[key]
 
 
 def _resolve_precision(precision, amp, device, dtype) -> tuple[str, str]:
