@@ -1,7 +1,7 @@
 """Training speed: cnnc's torch session against a hand-written PyTorch loop and Keras 3.
 
-    python benchmarks/torch_backend.py [--device auto|cpu|cuda] [--batch 64] [--steps 30]
-                                       [--rounds 5] [--threads N] [--no-keras] [--compile]
+    python benchmarks/torch_backend.py [--device auto|cpu|cuda] [--batch 64] [--steps 20]
+                                       [--rounds 15] [--threads N] [--no-keras] [--compile]
 
 Model (the seeds' two-convolution model, Fashion-MNIST shapes: 28x28x1, 10 classes):
 
@@ -11,16 +11,24 @@ Model (the seeds' two-convolution model, Fashion-MNIST shapes: 28x28x1, 10 class
 Contenders, all in this process with the same threads, the same data held on the device and
 the same random batches:
 
-* cnnc: `cnnc.compile(...).to_backend("torch")`, driven through `session.train_step` as the
+* cnnc auto: `cnnc.compile(...).to_backend("torch", precision="auto")`, what `cnnc train`
+  runs: it measures whether bfloat16 pays on this device (bf16 autocast, fp32 weights) and
+  times both memory layouts at its first step. Driven through `session.train_step` as the
   training engine drives it (the loss and correct count read back once per round);
-* hand-written: nn.Sequential of the same layers + torch.optim.Adam, the loop everyone writes
-  (index a batch, forward, cross_entropy, zero_grad, backward, step, count correct), in both
-  memory layouts (contiguous N x C x H x W and channels_last); the faster is "best hand-written";
+* cnnc fp32 in the automatic layout and in each layout;
+* hand-written: nn.Sequential of the same layers + torch.optim.Adam (foreach on the CPU, fused
+  on a GPU: the implementation cnnc uses, as a careful person would choose), the loop everyone
+  writes (index a batch, forward, cross_entropy, zero_grad, backward, step, count correct), in
+  float32 and under bfloat16 autocast, each in both memory layouts (contiguous N x C x H x W and
+  channels_last); the faster layout of each precision is "best hand-written fp32" and
+  "best hand-written bf16";
 * Keras 3 with KERAS_BACKEND=torch, `model.fit` on the same images (when keras is installed).
 
 Rounds alternate between the contenders so that machine noise hits all alike; we report the
 median round of each, and the training FLOP/s (3 x forward MACs x 2 per image, MACs from cnnc's
-summary) as a fraction of this machine's measured fp32 matmul rate.
+summary) as a fraction of this machine's measured matmul rate of the contender's precision.
+The ratios the project's goals are about are printed last; the environment (versions, CPU and
+its bfloat16 instructions, threads) first.
 """
 
 from __future__ import annotations
@@ -51,7 +59,8 @@ LR = 1e-3
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto (CUDA when available), cpu, cuda")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=None,
                     help="training steps per timed round (default 20 on CPU, 300 on CUDA)")
@@ -74,9 +83,10 @@ def sync(device):
 # -- the contenders: each is (name, step(idx) -> None, finish() -> None) -------------------------
 
 
-def cnnc_contender(model, x, y, device, channels_last, name, compile=False):
+def cnnc_contender(model, x, y, device, channels_last, name, compile=False,
+                   precision="fp32"):
     session = model.to_backend("torch", seed=0, device=str(device), channels_last=channels_last,
-                               compile=compile)
+                               compile=compile, precision=precision)
     session.configure_optimizer(TrainConfig(optimizer="adam", lr=LR))
     data = session.put(x, y)
     pending = []
@@ -92,7 +102,9 @@ def cnnc_contender(model, x, y, device, channels_last, name, compile=False):
     return name, step, finish, session
 
 
-def handwritten_contender(x, y, device, channels_last: bool, amp: bool):
+def handwritten_contender(x, y, device, channels_last: bool, precision: str):
+    """The loop a careful person writes: data on the device, the chosen layout, autocast in
+    the chosen precision (fp16 with a gradient scaler), Adam's foreach/fused implementation."""
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -100,7 +112,11 @@ def handwritten_contender(x, y, device, channels_last: bool, amp: bool):
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    opt = torch.optim.Adam(net.parameters(), lr=LR, **fast)
+    amp = precision in ("bf16", "fp16")
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)
     yt = torch.from_numpy(y).to(device)
     pending = []
@@ -109,12 +125,17 @@ def handwritten_contender(x, y, device, channels_last: bool, amp: bool):
         i = torch.from_numpy(idx).to(device)
         xb = xt.index_select(0, i).contiguous(memory_format=fmt)
         yb = yt.index_select(0, i)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
             out = net(xb)
         loss = F.cross_entropy(out.float(), yb)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         pending.append((loss.detach(), (out.argmax(1) == yb).sum()))
 
     def finish():
@@ -123,7 +144,7 @@ def handwritten_contender(x, y, device, channels_last: bool, amp: bool):
         return total
 
     layout = "channels_last" if channels_last else "contiguous"
-    return f"hand-written nn.Sequential ({layout})", step, finish, None
+    return f"hand-written {precision} ({layout})", step, finish, None
 
 
 def keras_contender(x, y, batch):
@@ -204,6 +225,39 @@ def run_rounds(contenders, batches, args, device):
     return {k: statistics.median(v) for k, v in times.items()}, times
 
 
+def environment(device) -> list[str]:
+    """What the figures depend on: versions, the processor and its bfloat16 instructions,
+    threads, the BLAS and oneDNN builds."""
+    import platform
+
+    lines = [f"python {platform.python_version()}, torch {torch.__version__}, numpy "
+             f"{np.__version__}, {platform.system()} {platform.machine()}"]
+    cpu, flags = platform.processor() or "?", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and cpu in ("?", "", platform.machine()):
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+    lines.append(f"cpu: {cpu} ({os.cpu_count()} logical cpus; {' '.join(isa) or 'no AVX flags'}"
+                 f"; torch dispatches {capability})")
+    lines.append(f"threads: torch {torch.get_num_threads()} (OMP_NUM_THREADS="
+                 f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); oneDNN "
+                 f"{'on' if torch.backends.mkldnn.is_available() else 'off'}")
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        lines.append(f"gpu: {props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA "
+                     f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, TF32 "
+                     f"matmul {torch.backends.cuda.matmul.allow_tf32}, conv "
+                     f"{torch.backends.cudnn.allow_tf32}")
+    return lines
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -224,16 +278,22 @@ def main(argv=None) -> int:
                            for _ in range(n_batches * args.batch // args.images + 1)])
     batches = [perm[i * args.batch:(i + 1) * args.batch] for i in range(n_batches)]
 
-    contenders = [cnnc_contender(model, x, y, device, None, "cnnc torch session (auto layout)")]
-    session = contenders[0][3]
-    amp = session.amp
-    contenders.append(cnnc_contender(model, x, y, device, False, "cnnc (contiguous)"))
-    contenders.append(cnnc_contender(model, x, y, device, True, "cnnc (channels_last)"))
+    for line in environment(device):
+        print(line)
+    auto = cnnc_contender(model, x, y, device, None, "cnnc auto (precision and layout)",
+                          precision="auto")
+    session = auto[3]
+    contenders = [auto,
+                  cnnc_contender(model, x, y, device, None, "cnnc fp32 (auto layout)"),
+                  cnnc_contender(model, x, y, device, False, "cnnc fp32 (contiguous)"),
+                  cnnc_contender(model, x, y, device, True, "cnnc fp32 (channels_last)")]
     if args.compile:
-        contenders.append(cnnc_contender(model, x, y, device, None, "cnnc (torch.compile)",
-                                         compile=True))
-    contenders.append(handwritten_contender(x, y, device, False, amp))
-    contenders.append(handwritten_contender(x, y, device, True, amp))
+        contenders.append(cnnc_contender(model, x, y, device, None, "cnnc auto (torch.compile)",
+                                         compile=True, precision="auto"))
+    low = "bf16" if (not gpu or torch.cuda.is_bf16_supported()) else "fp16"
+    for precision in ("fp32", low):
+        for channels_last in (False, True):
+            contenders.append(handwritten_contender(x, y, device, channels_last, precision))
     keras_note = "skipped (--no-keras)"
     if not args.no_keras:
         keras, why = keras_contender(x, y, args.batch)
@@ -243,46 +303,64 @@ def main(argv=None) -> int:
         else:
             keras_note = why
 
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{'bf16 autocast' if amp else 'fp32'}, {args.rounds} rounds x {args.steps} steps")
+    print(f"device {device}, batch {args.batch}, {args.rounds} rounds x {args.steps} steps "
+          f"(interleaved), {args.warmup} warm-up steps each")
+    print(f"cnnc auto chose: {session.precision_note}")
     medians, _ = run_rounds(contenders, batches, args, device)
-    print(f"cnnc's automatic layout: {session.layout} (timed steps: "
+    print(f"cnnc auto's layout: {session.layout} (timed steps: "
           + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in session.layout_timings.items())
           + ")")
 
     macs = summary.macs
     train_flops = 3 * macs * 2  # forward + two backward products per image, 2 FLOP per MAC
-    peak = matmul_rate(device)
-    peak_bf16 = matmul_rate(device, torch.bfloat16) if device.type == "cuda" else None
+    peaks = {"fp32": matmul_rate(device)}
+    peaks[low] = matmul_rate(device, torch.float16 if low == "fp16" else torch.bfloat16)
 
+    def precision_of(name: str, sess) -> str:
+        if sess is not None:
+            return sess.precision
+        if name.startswith("hand-written"):
+            return name.split()[1]
+        return "fp32"
+
+    precisions = {c[0]: precision_of(c[0], c[3]) for c in contenders}
     hand = {k: v for k, v in medians.items() if k.startswith("hand-written")}
-    best_hand_name = max(hand, key=hand.get)
-    best_hand = hand[best_hand_name]
-    cnnc_ips = medians[contenders[0][0]]
+    hand32 = {k: v for k, v in hand.items() if precisions[k] == "fp32"}
+    hand_low = {k: v for k, v in hand.items() if precisions[k] == low}
+    best32_name = max(hand32, key=hand32.get)
+    best_low_name = max(hand_low, key=hand_low.get)
+    best32, best_low = hand32[best32_name], hand_low[best_low_name]
+    auto_ips = medians[auto[0]]
+    fp32_ips = medians["cnnc fp32 (auto layout)"]
     keras_name = next((k for k in medians if k.startswith("Keras")), None)
 
     width = max(len(k) for k in medians) + 2
     print()
-    print(f"{'contender':<{width}}{'images/s':>10}{'vs best hand':>14}{'GFLOP/s':>10}"
-          f"{'of fp32 peak':>14}")
+    print(f"{'contender':<{width}}{'precision':>10}{'images/s':>10}{'vs best fp32 hand':>19}"
+          f"{'GFLOP/s':>10}{'of its peak':>13}")
     for name, ips in medians.items():
         flops = ips * train_flops
-        print(f"{name:<{width}}{ips:>10,.0f}{ips / best_hand:>13.2f}x{flops / 1e9:>10.1f}"
-              f"{flops / peak:>13.1%}")
+        prec = precisions[name]
+        print(f"{name:<{width}}{prec:>10}{ips:>10,.0f}{ips / best32:>18.2f}x"
+              f"{flops / 1e9:>10.1f}{flops / peaks[prec]:>12.1%}")
     if keras_note:
-        print(f"{'Keras 3':<{width}}{'-':>10}  {keras_note}")
+        print(f"{'Keras 3':<{width}}{'':>10}{'-':>10}  {keras_note}")
     print()
     print(f"forward MACs per image {macs:,} (cnnc summary); training FLOPs per image "
           f"{train_flops:,}")
-    print(f"measured fp32 matmul rate {peak / 1e9:,.1f} GFLOP/s"
-          + (f"; bf16 {peak_bf16 / 1e9:,.1f} GFLOP/s" if peak_bf16 else ""))
-    layout = best_hand_name.rsplit("(", 1)[1].rstrip(")")
-    print(f"cnnc / best hand-written ({layout}): {cnnc_ips / best_hand:.2f}x "
-          f"(goal >= 0.95x)")
+    print("measured matmul rates: " + ", ".join(f"{k} {v / 1e9:,.1f} GFLOP/s"
+                                                for k, v in peaks.items()))
+    print(f"cnnc auto ({session.precision}, {session.layout}) / best hand-written fp32 "
+          f"({best32_name.rsplit('(', 1)[1].rstrip(')')}): {auto_ips / best32:.2f}x "
+          f"(goal >= 1.3x)")
+    print(f"cnnc auto / best hand-written {low} ({best_low_name.rsplit('(', 1)[1].rstrip(')')}):"
+          f" {auto_ips / best_low:.2f}x (goal >= 0.95x)")
+    print(f"cnnc fp32 / best hand-written fp32: {fp32_ips / best32:.2f}x (goal >= 0.95x)")
     if keras_name:
-        print(f"cnnc / Keras 3: {cnnc_ips / medians[keras_name]:.2f}x (goal >= 1.5x)")
+        print(f"cnnc auto / Keras 3: {auto_ips / medians[keras_name]:.2f}x; cnnc fp32 / Keras 3: "
+              f"{fp32_ips / medians[keras_name]:.2f}x (goal >= 1.5x)")
+    print("(ratios of contenders measured side by side in this run; absolute figures depend on "
+          "the machine's other work)")
     return 0
 
 

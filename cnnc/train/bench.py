@@ -270,13 +270,13 @@ def bench(model, session, config, *, steps: int = 10, warmup: int = 2, seed: int
         profiler.backward.get(l.name, 0.0) / steps if profiler else None,
         *flops[l.name]) for l in layers]
 
+    backend = str(getattr(session, "backend", "?"))
     precision = str(getattr(session, "precision", "fp32"))
     peaks = _peaks(session, precision)
     device = getattr(session, "device", "cpu")
     result = BenchResult(
-        model=model.name, backend=str(getattr(session, "backend", "?")), device=str(device),
-        layout=getattr(session, "layout", None) or ("NCHW" if session.backend == "numpy"
-                                                    else None),
+        model=model.name, backend=backend, device=str(device),
+        layout=getattr(session, "layout", None) or ("NCHW" if backend == "numpy" else None),
         precision=precision,
         precision_note=str(getattr(session, "precision_note", "") or precision),
         batch=batch, steps=steps, warmup=max(warmup, 1), optimizer=config.optimizer,
