@@ -1,6 +1,17 @@
 """Settings every test gets."""
 
+import signal
+
 import pytest
+
+
+def pytest_configure(config):
+    """Ctrl-C as an interactive run has it. A shell starts a background job (`cmd &` in a script,
+    nohup) with SIGINT ignored, Python then keeps it ignored, and so would every `cnnc` a test
+    starts: the tests of Ctrl-C handling would see nothing arrive. The child processes inherit
+    the default action from this handler (a handler is reset to the default across exec)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ import pytest
 
 
 class _Absent:
-    """Attribute access gives the stand-in again; calling it skips the test."""
+    """Attribute access gives the stand-in again; calling it skips the test. A reference module
+    written in a test (`class Net(nn.Module)`) can still be defined: it skips when built."""
 
     def __init__(self, name: str):
         self._name = name
@@ -22,7 +23,19 @@ class _Absent:
         return self
 
     def __call__(self, *args, **kwargs):
-        pytest.skip(f"{self._name} is not installed: this test compares against PyTorch")
+        # allowed at module level too: a module that needs torch while it is imported is skipped
+        # whole, as pytest.importorskip would
+        pytest.skip(f"{self._name} is not installed: this test compares against PyTorch",
+                    allow_module_level=True)
+
+    def __mro_entries__(self, bases):
+        absent = self
+
+        class AbsentBase:
+            def __init__(self, *args, **kwargs):
+                absent()
+
+        return (AbsentBase,)
 
 
 try:
@@ -31,4 +44,8 @@ try:
 except ImportError:
     torch = TF = _Absent("torch")
 
-__all__ = ["torch", "TF"]
+# for a test that runs the torch backend through cnnc without touching torch itself
+needs_torch = pytest.mark.skipif(isinstance(torch, _Absent),
+                                 reason="torch is not installed: this test runs the torch backend")
+
+__all__ = ["torch", "TF", "needs_torch"]

@@ -22,6 +22,7 @@ def test_pool_without_a_size_is_2x2_stride_2_as_in_keras(head):
 
 
 def test_pool_without_a_size_runs_alike_on_both_backends():
+    pytest.importorskip("torch")
     model = cnnc.compile("input 27x26x3\nmaxpool\nconv 2 1\navgpool\nflatten\ndense 4")
     x = np.random.default_rng(0).random((2, 27, 26, 3), dtype=np.float32)
     sessions = [model.raise_for_errors().to_backend(b, seed=0) for b in ("numpy", "torch")]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from optional_torch import needs_torch, torch  # a stand-in that skips when torch is absent
 
 import cnnc
 from cnnc.data import load_dataset
 from cnnc.diagnostics import CnncError
 
-torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[1]
 BF16_ROUNDING = 2.0 ** -9  # bfloat16's unit roundoff: 8 bits of significand
 
@@ -24,6 +24,7 @@ def digits():
     return load_dataset("digits")
 
 
+@needs_torch
 def test_bf16_autocast_is_on_and_weights_stay_float32(digits):
     model = cnnc.compile(str(ROOT / "examples/digits_bn.cnn"))
     fp32 = model.to_backend("torch", device="cpu", precision="fp32", seed=1)
@@ -45,6 +46,7 @@ def test_bf16_autocast_is_on_and_weights_stay_float32(digits):
     assert all(v.dtype == np.float32 for v in bf16.get_weights().values())
 
 
+@needs_torch
 def test_auto_measures_and_says_why():
     model = cnnc.compile(str(ROOT / "examples/quickstart.cnn"))
     session = model.to_backend("torch", device="cpu", precision="auto")
@@ -56,6 +58,7 @@ def test_auto_measures_and_says_why():
     assert (session.precision == "bf16") == (speedup >= 1.5)
 
 
+@needs_torch
 def test_precisions_that_cannot_run_here_are_errors():
     model = cnnc.compile(str(ROOT / "examples/quickstart.cnn"))
     with pytest.raises(CnncError, match="float16 autocast is for GPUs"):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from optional_torch import torch  # a stand-in that skips when torch is absent
 
 import cnnc
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 

@@ -14,10 +14,10 @@ import math
 import random
 
 import pytest
+from optional_torch import torch  # a stand-in that skips when torch is absent
 
 import cnnc
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 

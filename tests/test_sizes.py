@@ -12,11 +12,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from optional_torch import torch  # a stand-in that skips when torch is absent
 
 import cnnc
 from cnnc.analysis.sizes import Rule, analyse, describe_pattern
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from optional_torch import torch  # a stand-in that skips when torch is absent
 
 import cnnc
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-from torch import nn
+from optional_torch import needs_torch, torch  # a stand-in that skips when torch is absent
 
 import cnnc
+
+nn = torch.nn
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "examples" / "zoo"
@@ -393,6 +393,7 @@ def test_same_outputs_as_torchvisions_definition(name):
     assert np.abs(got - expected).max() <= 1e-9 * scale
 
 
+@needs_torch
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_torch_module_runs_one_224_image(name):
     session = cnnc.compile(ZOO / f"{name}.cnn").to_backend("torch", device="cpu")

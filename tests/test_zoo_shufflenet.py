@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from optional_torch import torch  # a stand-in that skips when torch is absent
 
 import cnnc
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
 ROOT = Path(__file__).resolve().parents[1]
