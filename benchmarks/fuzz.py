@@ -303,10 +303,10 @@ def check_program(data: bytes, backend_rng: random.Random):
         render_text(model.diagnostics, {"<fuzz>": text}, color=False)
         return "diagnostic"
     model.summary()
-    from cnnc.train.memory import estimate
+    from cnnc.analysis.memory import training
 
-    need = estimate(model, 2, 2)
-    if need.total < BACKEND_LIMIT and backend_rng.random() < 1 / BACKEND_EVERY:
+    need = training(model.graph, 2, "adam").total_bytes
+    if need < BACKEND_LIMIT and backend_rng.random() < 1 / BACKEND_EVERY:
         backends = ["numpy"] + (["torch"] if TORCH and backend_rng.random() < 0.5 else [])
         for backend in backends:
             run_on_backend(model, backend)

@@ -387,7 +387,7 @@ def test_models_too_large_for_memory_are_refused_before_allocating(tmp_path, lay
     proc = cnnc_cli("train", str(tmp_path / "m.cnn"), "--epochs", "1", cwd=tmp_path)
     clean(proc)
     assert "[memory]" in proc.stderr and "the largest part is layer" in proc.stderr
-    assert f"m.cnn:1:{column}: error: training this model needs at least" in proc.stderr
+    assert f"m.cnn:1:{column}: error: training this model needs about" in proc.stderr
     assert "parameters |" not in proc.stdout  # refused before the run's header: nothing built
 
 
@@ -398,15 +398,46 @@ def test_max_memory_limits_small_models_too(tmp_path):
     assert "more than the 10 KiB --max-memory" in proc.stderr
 
 
-def test_memory_estimate_counts_each_part():
+def test_memory_guard_uses_the_training_step_estimate():
+    """The guard's figure is the one `cnnc summary --batch N --optimizer ...` prints (held against
+    a real step by benchmarks/memory.py), worked out here by hand for a small model."""
+    from cnnc.analysis.memory import training
+    from cnnc.train.config import TrainConfig
     from cnnc.train.memory import estimate
 
-    model = cnnc.compile("input 4x4x1; flatten; dense 3")
-    need = estimate(model, batch_size=5, slots=2)
-    params = 16 * 3 + 3
-    assert (need.params, need.grads, need.optimizer) == (4 * params, 4 * params, 8 * params)
-    assert need.activations == 4 * 5 * 2 * (16 + 16 + 3)  # input, flatten, dense; value + grad
-    assert need.layer.name == "dense_1"
+    model = cnnc.compile("input 4x4x1\nconv 2 1x1 relu\nflatten\ndense 3")
+    params = (1 * 2 + 2) + (32 * 3 + 3)
+    # adam: weights, gradients and two moments a parameter. Autograd keeps the conv's input
+    # (for its weight gradient) and its output (relu's backward reads it; dense reads the same
+    # tensor through the flatten view, counted once): 16 + 32 values an example.
+    kept = 16 + 32
+    # on top, at the peak: the gradients of flatten's output and input while its backward runs
+    transient = 32 + 32
+    need = estimate(model, 5, TrainConfig(optimizer="adam"))
+    assert need.total == 4 * (4 * params + 5 * kept + 5 * transient)
+    assert need.total == training(model.graph, 5, "adam").total_bytes
+    assert need.layer.name == "dense_1"  # 4 x 99 parameters x 4 bytes beat 32 x 5 values kept
+    sgd = estimate(model, 5, TrainConfig(optimizer="sgd", momentum=0.0))
+    assert need.total - sgd.total == 4 * 2 * params  # plain SGD keeps no state
+    wide = estimate(model, 10_000, TrainConfig(optimizer="adam"))
+    assert wide.layer.name == "conv_1"  # at a large batch what the conv keeps dominates
+    # evaluation: the parameters and the outputs alive at once (input and conv output, 16 + 32)
+    evaluation = estimate(model, 5)
+    assert evaluation.total == 4 * (params + 5 * (16 + 32))
+
+
+def test_memory_guard_imports_nothing_heavy():
+    """The guard runs before the backend is chosen: it must not pull in torch (or numpy)."""
+    code = ("import sys, cnnc\n"
+            "from cnnc.train.config import TrainConfig\n"
+            "from cnnc.train.memory import check_memory\n"
+            "m = cnnc.compile('input 8x8x1; conv 4 3 relu; flatten; dense 10')\n"
+            "check_memory(m, 64, TrainConfig()); check_memory(m, 64)\n"
+            "print(sorted(k for k in ('torch', 'numpy') if k in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_ctrl_c_while_starting_up_is_not_a_traceback():

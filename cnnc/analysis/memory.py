@@ -41,15 +41,32 @@ def _values(shape) -> int:
     return prod(shape) if shape else 0
 
 
+def _param_values(layer) -> tuple[int, int]:
+    """(trainable values, buffer values) of a layer."""
+    return (sum(_values(s) for s in layer.params.values()),
+            sum(_values(s) for s in layer.buffers.values()))
+
+
 @dataclass
 class InferenceMemory:
     peak_bytes: int  # float32, freeing each output after its last reader
     keep_all_bytes: int  # float32, every output kept
     peak_layer: str  # the layer running when the peak is reached
     param_bytes: int  # float32 parameters and buffers
+    # [(layer, bytes of its parameters and buffers, bytes of its output for one example)]
+    layers: list = field(default_factory=list, repr=False)
 
     def peak(self, bytes_per_value: int) -> int:
         return self.peak_bytes // FLOAT32 * bytes_per_value
+
+    def batch_bytes(self, batch: int) -> int:
+        """Running a batch of `batch` examples: the parameters and the peak of live outputs."""
+        return self.param_bytes + self.peak_bytes * batch
+
+    def largest_layer(self, batch: int) -> tuple[str, int]:
+        """The layer whose parameters and output for the batch are the largest, and those bytes."""
+        return max(((name, params + out * batch) for name, params, out in self.layers),
+                   key=lambda t: t[1])
 
     def to_json(self) -> dict:
         return {"peak_activation_bytes": {"float32": self.peak_bytes, "int8": self.peak(INT8)},
@@ -85,8 +102,9 @@ def inference(graph) -> InferenceMemory:
             base = owner[src]
             if base != keep and last_reader.get(base) == i and owner[layer.name] != base:
                 live.pop(base, None)
-    params = sum(_values(s) for l in layers for s in (*l.params.values(), *l.buffers.values()))
-    return InferenceMemory(peak, keep_all, peak_layer, params * FLOAT32)
+    shares = [(l.name, sum(_param_values(l)) * FLOAT32, _values(l.shape) * FLOAT32)
+              for l in layers]
+    return InferenceMemory(peak, keep_all, peak_layer, sum(p for _, p, _ in shares), shares)
 
 
 @dataclass
@@ -99,6 +117,9 @@ class TrainingMemory:
     saved_bytes: int  # activations autograd keeps, for the batch
     transient_bytes: int  # the peak beyond what is kept: gradient buffers during backward
     largest: list = field(default_factory=list)  # [(layer, bytes kept)] largest first
+    # layer -> its parameters, buffers, gradients and optimizer state, and the kept tensors it
+    # produced (its output kept by the layers after it, its own masks and statistics)
+    by_layer: dict = field(default_factory=dict, repr=False)
 
     @property
     def total_bytes(self) -> int:
@@ -112,6 +133,10 @@ class TrainingMemory:
                 "saved_activation_bytes": self.saved_bytes,
                 "transient_bytes": self.transient_bytes, "total_bytes": self.total_bytes,
                 "largest_layers": [{"name": n, "bytes": b} for n, b in self.largest[:5]]}
+
+    def largest_layer(self) -> tuple[str, int]:
+        """The layer that accounts for the most of the total, and its bytes."""
+        return max(self.by_layer.items(), key=lambda t: t[1])
 
 
 def _owner(graph, name: str) -> str:
@@ -165,12 +190,15 @@ def training(graph, batch: int, optimizer: str = "adam", momentum: float = 0.9) 
     """What one training step at batch `batch` needs. optimizer: sgd (momentum when
     `momentum` is not 0) or adam."""
     layers = graph.layers()
-    trainable = sum(_values(s) for l in layers for s in l.params.values())
-    buffers = sum(_values(s) for l in layers for s in l.buffers.values())
+    counts = {l.name: _param_values(l) for l in layers}
+    trainable = sum(t for t, _ in counts.values())
+    buffers = sum(b for _, b in counts.values())
     kind = "adam" if optimizer == "adam" else ("momentum" if momentum else "sgd")
     kept: dict[str, float] = {}
     per_layer: dict[str, float] = {}
     upto: list[float] = []  # values kept by the layers up to each one, in forward order
+    total_kept = 0
+    produced = dict.fromkeys(counts, 0)  # values kept, by the layer whose output they are
     # Autograd records nothing for a layer whose inputs need no gradient and which has no
     # parameters (a pool or activation straight on the model's input).
     needs_grad: dict[str, bool] = {}
@@ -180,9 +208,13 @@ def training(graph, batch: int, optimizer: str = "adam", momentum: float = 0.9) 
         mine = _kept(layer, graph) if needs_grad[layer.name] else {}
         if layer.op == "batchnorm" and needs_grad[layer.name]:
             fixed += 2 * layer.shape[-1]  # the batch's mean and 1/std per channel
-        per_layer[layer.name] = sum(v for k, v in mine.items() if k not in kept)
-        kept.update(mine)
-        upto.append(sum(kept.values()))
+        new = {k: v for k, v in mine.items() if k not in kept}
+        per_layer[layer.name] = sum(new.values())
+        for key, v in new.items():  # a kept tensor is its producer's share
+            produced[key.rpartition(":")[0]] += v
+        total_kept += per_layer[layer.name]
+        kept.update(new)
+        upto.append(total_kept)
     # Backward runs the layers in reverse and frees what each kept once it has run, so while
     # layer i's backward runs, what layers 0..i kept is alive, with the gradient of its output
     # and of those inputs that need one (the model's input needs none).
@@ -195,9 +227,12 @@ def training(graph, batch: int, optimizer: str = "adam", momentum: float = 0.9) 
     transient = int(round((peak_step - upto[-1]) * batch * FLOAT32))
     largest = sorted(((n, int(v * batch * FLOAT32)) for n, v in per_layer.items() if v),
                      key=lambda t: -t[1])
+    state = OPTIMIZER_STATE[kind]
+    by_layer = {name: ((2 + state) * t + b + produced[name] * batch) * FLOAT32
+                for name, (t, b) in counts.items()}
     return TrainingMemory(batch, optimizer, (trainable + buffers) * FLOAT32,
-                          trainable * FLOAT32, OPTIMIZER_STATE[kind] * trainable * FLOAT32,
-                          saved, transient, largest)
+                          trainable * FLOAT32, state * trainable * FLOAT32,
+                          saved, transient, largest, by_layer)
 
 
 def largest_batch(graph, limit_bytes: int, optimizer: str = "adam",

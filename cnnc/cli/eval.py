@@ -28,7 +28,7 @@ def run(args) -> int:
     config = train_config(model, args)
     from ..train.memory import check_memory
 
-    check_memory(model, args.batch_size, 0, limit=args.max_memory, training=False)
+    check_memory(model, args.batch_size, limit=args.max_memory)  # evaluation
     # before the data: a typo fails fast. A cnnc or a PyTorch file, matched in full.
     weights, _, meta = load_weights(model, args.weights, seed=config.seed, partial=False)
     ds = load_data(model, args, config)

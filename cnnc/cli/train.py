@@ -62,7 +62,7 @@ def run(args) -> int:
     import os
 
     from ..diagnostics import CnncError
-    from ..train.memory import check_memory, optimizer_slots
+    from ..train.memory import check_memory
     from .common import check_config, load_model, train_config
 
     model = load_model(args.file)
@@ -73,7 +73,7 @@ def run(args) -> int:
     if not 0 <= config.erase < 1:
         raise CnncError(f"--erase must be a probability at least 0 and below 1, not "
                         f"{config.erase}", code="usage")
-    check_memory(model, config.batch_size, optimizer_slots(config), limit=args.max_memory)
+    check_memory(model, config.batch_size, config, limit=args.max_memory)
     if model.summary().trainable_params == 0:
         raise CnncError("the model has no trainable parameters: there is nothing to train",
                         code="usage", span=model.graph[model.graph.input].span,
