@@ -495,11 +495,6 @@ def _pattern(good: list[int], tried: list[int]) -> dict:
     return result
 
 
-def _dropped_at(graph, hw, axis) -> list[int]:
-    _set_input(graph, *hw)
-    return dropped_rows(graph, axis)
-
-
 def describe_pattern(entry: dict, var: str) -> str | None:
     """A pattern of sides as a condition: "always", "H is a multiple of 32", "H mod 8 is 0, 1
     or 7", "H is 28"; None when no side is in it."""

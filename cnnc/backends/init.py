@@ -76,10 +76,3 @@ def initial_weights(graph, seed: int = 0, dtype=np.float32) -> dict[str, np.ndar
     return out
 
 
-def parameter_names(graph) -> list[str]:
-    """Trainable parameter names, in graph order."""
-    return [f"{layer.name}.{p}" for layer in graph.layers() for p in layer.params]
-
-
-def buffer_names(graph) -> list[str]:
-    return [f"{layer.name}.{b}" for layer in graph.layers() for b in layer.buffers]

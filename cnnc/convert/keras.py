@@ -1443,7 +1443,7 @@ class _Emitter:
             self.r.warn(layer.at("dtype"), f"dtype={dtype!r} is not translated: cnnc's models "
                         "are float32")
 
-    def size(self, layer: KLayer, key: str, square_as_one: bool = False) -> tuple[int, int]:
+    def size(self, layer: KLayer, key: str) -> tuple[int, int]:
         v = layer.get(key)
         if isinstance(v, int) and not isinstance(v, bool):
             v = (v, v)

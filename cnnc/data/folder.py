@@ -160,7 +160,7 @@ def _cache_folder() -> Path:
     return cache_dir() / "folders"
 
 
-def _decode_all(root: Path, entries, shape, skip_bad: bool):
+def _decode_all(root: Path, entries, shape):
     """uint8 images (N, H, W, C) and labels of `entries`, from the cache when it is current;
     and the bad files [(path, reason)]."""
     h, w, c = shape
@@ -283,7 +283,7 @@ def load_image_folder(path: str, *, input_shape=None, seed: int = 0,
                         "needs at least two", hint="add a sub-folder for each other class",
                         code="data")
     shape = _target_shape(input_shape, entries[0][0])
-    images, labels, bad = _decode_all(root, entries, shape, skip_bad_images)
+    images, labels, bad = _decode_all(root, entries, shape)
     if bad and not skip_bad_images:
         raise _bad_error(root, bad, len(entries))
     if len(images) == 0:

@@ -145,9 +145,6 @@ class OpSchema:
         """Whether a statement of this op names the tensors it reads (add, concat, ...)."""
         return self.n_inputs is None or self.n_inputs >= 2
 
-    def all_args(self) -> tuple[Arg, ...]:
-        return self.positional + self.options
-
 
 _REGISTRY: dict[str, OpSchema] = {}
 _ALIASES: dict[str, str] = {}

@@ -19,10 +19,6 @@ from ._common import check_window, need_image, pad_text, size_text
 from .shapes import avg_pool_counts, resolve_pads, window_out
 
 
-def _stride(attrs: dict) -> tuple[int, int]:
-    return attrs["stride"] if attrs["stride"] is not None else attrs["size"]
-
-
 def _short(hw: tuple[int, int]) -> str:
     """A size as one would write it: 2 for 2x2, 2x3 otherwise."""
     return str(hw[0]) if hw[0] == hw[1] else size_text(hw)
