@@ -42,20 +42,6 @@ def available_bytes() -> int | None:
     return min(found) if found else None
 
 
-def parse_size(text: str) -> int:
-    """'512M', '4G', '1.5GiB', '1000000' -> bytes (binary units). ValueError if malformed."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    scale = 1
-    for suffix, factor in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
-        if t.endswith(suffix):
-            t, scale = t[:-1], factor
-            break
-    value = float(t)
-    if not value > 0 or value * scale > 1 << 60:
-        raise ValueError(text)
-    return int(value * scale)
-
-
 def human_bytes(n: float) -> str:
     for div, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
         if n >= div:

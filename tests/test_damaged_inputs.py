@@ -330,7 +330,8 @@ def test_non_finite_weights_are_refused():
 @pytest.mark.parametrize("flags", [["--momentum", "-1"], ["--weight-decay", "-1"],
                                    ["--seed", "-1"], ["--seed", "9" * 23],
                                    ["--epochs", "9" * 30], ["--lr", "nan"],
-                                   ["--val-split", "1"], ["--max-memory", "lots"]])
+                                   ["--val-split", "1"], ["--max-memory", "lots"],
+                                   ["--max-memory", "0"]])
 def test_flags_the_train_section_would_refuse(tmp_path, flags):
     (tmp_path / "m.cnn").write_text(SMALL)
     proc = cnnc_cli("train", str(tmp_path / "m.cnn"), *flags, cwd=tmp_path)
@@ -393,9 +394,13 @@ def test_models_too_large_for_memory_are_refused_before_allocating(tmp_path, lay
 
 def test_max_memory_limits_small_models_too(tmp_path):
     (tmp_path / "m.cnn").write_text(SMALL)
-    proc = cnnc_cli("train", str(tmp_path / "m.cnn"), "--max-memory", "10K", cwd=tmp_path)
+    proc = cnnc_cli("train", str(tmp_path / "m.cnn"), "--max-memory", "10KiB", cwd=tmp_path)
     clean(proc)
     assert "more than the 10 KiB --max-memory" in proc.stderr
+    # read as `cnnc check --max-memory` reads it: 10K is 10,000 bytes
+    proc = cnnc_cli("train", str(tmp_path / "m.cnn"), "--max-memory", "10K", cwd=tmp_path)
+    clean(proc)
+    assert "more than the 9.77 KiB --max-memory" in proc.stderr
 
 
 def test_memory_guard_uses_the_training_step_estimate():

@@ -174,13 +174,12 @@ def fraction(text: str) -> float:
 
 
 def memory_size(text: str) -> int:
-    from ..memory import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size like 4G or 512M, got {text!r}"
-                                         ) from None
+    """--max-memory of train and eval: an amount as `cnnc check --max-memory` reads it (4G is
+    4 x 10^9 bytes, 4GiB 4 x 2^30), above 0."""
+    value = amount(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an amount of memory above 0, got {text!r}")
+    return value
 
 
 def add_run_flags(p) -> None:
@@ -196,7 +195,7 @@ def add_run_flags(p) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="torch: where to run (auto takes a GPU when there is one)")
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE",
-                   help="refuse a model whose estimated memory exceeds SIZE (like 4G or 512M; "
+                   help="refuse a model whose estimated memory exceeds SIZE (like 4G, 512M or 8GiB; "
                         "default: the memory available)")
 
 
