@@ -146,4 +146,6 @@ print(tuple(y.shape), float(y.sum()))
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     shape, total = r.stdout.split(")")
-    assert shape == "(2, 10" and abs(float(total) - 2.0) < 1e-5  # softmax rows sum to 1
+    # softmax rows sum to 1 within float32 rounding: measured at most 1.8 eps a row on such
+    # models (test_torch_backend); 16 eps a row
+    assert shape == "(2, 10" and abs(float(total) - 2.0) < 2 * 16 * np.finfo(np.float32).eps

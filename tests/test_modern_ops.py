@@ -251,9 +251,13 @@ def test_stochastic_depth_drops_each_example_s_branch_in_training(backend):
             y = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     else:
         y = session.forward(x.transpose(0, 3, 1, 2).copy(), training=True)
-    delta = y - x.transpose(0, 3, 1, 2).reshape(n, -1)
-    dropped = np.abs(delta).max(axis=1) < 1e-6
-    kept = np.abs(delta - 2 * b).max(axis=1) < 1e-5
+    xs = x.transpose(0, 3, 1, 2).reshape(n, -1)
+    delta = y - xs
+    # A dropped example is x + 0, x exactly. A kept one is x + 2b rounded once, then x taken
+    # away: measured at most 0.86 eps of |x| + |2b| (9.5e-7) over 5 seeds on both backends.
+    dropped = (delta == 0).all(axis=1)
+    scale = (np.abs(xs) + np.abs(2 * b)).max(axis=1)
+    kept = np.abs(delta - 2 * b).max(axis=1) <= 8 * np.finfo(np.float32).eps * scale
     assert (dropped ^ kept).all()
     assert 0.4 < dropped.mean() < 0.6
 

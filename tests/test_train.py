@@ -70,8 +70,8 @@ def test_quickstart_trains_saves_and_evaluates(quickstart_run):
     assert ev.returncode == 0, ev.stderr
     got = json.loads(ev.stdout)
     assert set(got) == {"loss", "accuracy", "images"} and got["images"] == 359
-    assert got["accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-12)
-    assert got["loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+    # the same weights, data and arithmetic: measured equal to the last bit over 3 seeds
+    assert got["accuracy"] == final["test_accuracy"] and got["loss"] == final["test_loss"]
     best = cnnc("eval", QUICKSTART, "--weights", out / "best.safetensors")
     assert best.returncode == 0 and "(359 images)" in best.stdout
     assert float(best.stdout.split("test_accuracy")[1].split()[0]) >= 0.95
@@ -99,13 +99,14 @@ def test_resume_continues_exactly_where_it_stopped(quickstart_run, tmp_path):
     a, _ = load_safetensors(full / "last.safetensors")
     b, _ = load_safetensors(tmp_path / "last.safetensors")
     assert a.keys() == b.keys()
+    # a resumed run takes the uninterrupted run's steps: bit for bit (measured over 3 seeds)
     for k in a:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
     ra, rb = records(full), records(tmp_path)
     assert [r.get("epoch") for r in rb] == [1, 2, 3, 4, None]
     for x, y in zip(ra[:-1], rb[:-1]):  # the epochs; the last record is the test's
-        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6)
-    assert ra[-1]["test_accuracy"] == pytest.approx(rb[-1]["test_accuracy"], abs=1e-12)
+        assert x["train_loss"] == y["train_loss"]
+    assert ra[-1]["test_accuracy"] == rb[-1]["test_accuracy"]
 
 
 def test_resume_refuses_an_edited_model(tmp_path):
