@@ -48,7 +48,7 @@ def run(args) -> int:
 
     from ..diagnostics import CnncError
     from ..train.bench import bench
-    from ..train.memory import check_memory, optimizer_slots
+    from ..train.memory import check_memory
     from .common import check_config, load_model, train_config, training_session
 
     if args.warmup < 0:
@@ -60,7 +60,7 @@ def run(args) -> int:
         raise CnncError("the model has no trainable parameters: there is no training step to "
                         "time", code="usage", span=model.graph[model.graph.input].span,
                         hint="add a layer with weights (conv, dense, bn)")
-    check_memory(model, config.batch_size, optimizer_slots(config), limit=args.max_memory)
+    check_memory(model, config.batch_size, config, limit=args.max_memory)
     session = training_session(model, args, config)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     result = bench(model, session, config, steps=args.steps, warmup=args.warmup,
