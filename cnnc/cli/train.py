@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
                    help="start from these weights: a cnnc .safetensors file or a PyTorch "
                         "state_dict, matched by name, else by graph order and shape; what does "
                         "not fit keeps its initial values")
+    p.add_argument("--test-each-epoch", action="store_true",
+                   help="also score the test split after every epoch (test curves, time to "
+                        "accuracy; choosing settings by it overfits the test split)")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use only the first N training images (quick experiments)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -157,7 +160,8 @@ def _train(model, args, config) -> int:
         reporter = CurvesReporter(reporter, args.out, resume=args.resume)
     result = train(model, session, ds, config, out_dir=args.out, resume=args.resume,
                    reporter=reporter, log=lambda text: print(text, file=sys.stderr),
-                   model_file=os.path.basename(model.file), overwrite=args.overwrite)
+                   model_file=os.path.basename(model.file), overwrite=args.overwrite,
+                   test_each_epoch=args.test_each_epoch)
     if result.interrupted:
         if main:
             _report_interrupt(args, result)
@@ -260,6 +264,8 @@ def resume_command(args) -> str:
         words.append("--compile")
     if getattr(args, "skip_bad_images", False):
         words.append("--skip-bad-images")
+    if getattr(args, "test_each_epoch", False):
+        words.append("--test-each-epoch")
     if getattr(args, "flip", None) is not None:
         words.append("--flip" if args.flip else "--no-flip")
     words.append("--resume")

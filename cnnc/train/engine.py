@@ -23,7 +23,10 @@ What it guarantees:
   epoch's wall time, validation included; `images_per_second`: training images over training
   time; val_loss and val_accuracy null without a validation split), then, once training ends,
   {"test_loss", "test_accuracy", "test_images", "weights": "last", "epochs"}: the test split
-  scored with the last weights (best.safetensors is there to evaluate separately).
+  scored with the last weights (best.safetensors is there to evaluate separately). With
+  `test_each_epoch`, every epoch record also holds "test_loss", "test_accuracy" and
+  "test_seconds" (the scoring's wall time, which `seconds` leaves out): learning curves on the
+  test split and time-to-accuracy measurements, not for choosing settings by.
 * Ctrl-C (and SIGTERM, SIGHUP) during an epoch abandons that epoch: the files keep the last
   completed one, which is what makes resuming exact. `train` then returns with `interrupted`
   set. The signals are held back while an epoch's files are written.
@@ -279,7 +282,7 @@ class _Trainer:
         return loss_sum / n, (correct / n if self.has_accuracy else None), int(n)
 
     # -- one epoch ---------------------------------------------------------------------------
-    def run_epoch(self, epoch: int, train_data, n_train: int, val) -> dict:
+    def run_epoch(self, epoch: int, train_data, n_train: int, val, test=None) -> dict:
         config, session = self.config, self.session
         begin = getattr(session, "begin_epoch", None)
         if callable(begin):
@@ -347,6 +350,10 @@ class _Trainer:
         seconds = time.perf_counter() - started
         record["seconds"] = round(seconds, 4)
         record["images_per_second"] = round(seen / max(train_seconds, 1e-9), 2)
+        if test is not None:  # after `seconds`: the figure means the same with or without it
+            tloss, tacc, _ = self.evaluate(test)
+            record["test_loss"], record["test_accuracy"] = _finite(tloss), tacc
+            record["test_seconds"] = round(time.perf_counter() - started - seconds, 4)
         return record
 
     def _limit(self) -> float:
@@ -682,14 +689,15 @@ def _read_lines(path: Path, strict: bool = False) -> list[dict]:
 def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume: bool = False,
           reporter: Reporter | None = None, log=None, model_file: str | None = None,
           eval_batch_size: int = 256, test: bool = True, meta: dict | None = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, test_each_epoch: bool = False) -> TrainResult:
     """Train `session` (a backend Session of `model`) on `dataset` as `config` says.
 
     out_dir: where metrics and checkpoints go (None: nothing is written). resume: continue the
     run saved in out_dir. reporter: a cnnc.train.progress reporter (None: silent). log: a
     callable for warnings (default: the reporter's message). test: evaluate the last weights on
     the test split at the end. meta: extra string metadata for the weight files. overwrite:
-    replace the run a folder holds (otherwise that is an error).
+    replace the run a folder holds (otherwise that is an error). test_each_epoch: also score
+    the test split after every epoch (see the module's docstring).
 
     Raises CnncError (code "diverged", see the rule above); Ctrl-C, SIGTERM or SIGHUP returns
     with `interrupted` set.
@@ -708,11 +716,11 @@ def train(model, session, dataset, config: TrainConfig, *, out_dir=None, resume:
         return _train(model, session, dataset, config, out_dir=out_dir, resume=resume,
                       reporter=reporter, log=log, model_file=model_file,
                       eval_batch_size=eval_batch_size, test=test, meta=meta,
-                      overwrite=overwrite)
+                      overwrite=overwrite, test_each_epoch=test_each_epoch)
 
 
 def _train(model, session, dataset, config, *, out_dir, resume, reporter, log, model_file,
-           eval_batch_size, test, meta, overwrite) -> TrainResult:
+           eval_batch_size, test, meta, overwrite, test_each_epoch) -> TrainResult:
     t = _Trainer(model, session, dataset, config, out_dir=out_dir, reporter=reporter,
                  model_file=model_file, eval_batch_size=eval_batch_size, meta=meta)
     log = log or t.reporter.message
@@ -733,6 +741,8 @@ def _train(model, session, dataset, config, *, out_dir, resume, reporter, log, m
     train_data = session.put(dataset.train_x[train_rows], dataset.train_y[train_rows])
     val = (t.prepare(dataset.train_x[val_rows], dataset.train_y[val_rows])
            if len(val_rows) else None)
+    each_test = (t.prepare(dataset.test_x, dataset.test_y)
+                 if test_each_epoch and len(dataset.test_x) else None)
     per_rank = len(rank_rows(np.arange(len(train_rows)), t.rank, t.world))
     batches = max(math.ceil(per_rank / config.batch_size), 1)
 
@@ -741,7 +751,7 @@ def _train(model, session, dataset, config, *, out_dir, resume, reporter, log, m
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(first, config.epochs + 1):
-                record = t.run_epoch(epoch, train_data, len(train_rows), val)
+                record = t.run_epoch(epoch, train_data, len(train_rows), val, each_test)
                 history.append(record)
                 metric = record[t.best_key]
                 is_best = metric is not None and (best["metric"] is None
@@ -760,7 +770,7 @@ def _train(model, session, dataset, config, *, out_dir, resume, reporter, log, m
             epoch = None  # past the epochs: Ctrl-C now interrupts only the test evaluation
             del train_data, val  # free the backend's memory (a GPU's) for the test split
             if test and len(dataset.test_x):
-                loss, acc, n = t.evaluate(t.prepare(dataset.test_x, dataset.test_y))
+                loss, acc, n = t.evaluate(each_test or t.prepare(dataset.test_x, dataset.test_y))
                 result.test = {"test_loss": _finite(loss), "test_accuracy": acc,
                                "test_images": n, "weights": "last",
                                "epochs": result.completed_epoch}

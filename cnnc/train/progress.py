@@ -54,6 +54,9 @@ def epoch_line(record: dict, epochs: int) -> str:
     if record.get("val_loss") is not None or record.get("val_accuracy") is not None:
         parts += [f"val_loss {_num(record['val_loss'])}",
                   f"val_acc {_num(record['val_accuracy'])}"]
+    if "test_loss" in record:  # --test-each-epoch
+        parts += [f"test_loss {_num(record['test_loss'])}",
+                  f"test_acc {_num(record['test_accuracy'])}"]
     parts += [f"{record['images_per_second']:,.0f} img/s", _duration(record["seconds"])]
     return "  ".join(parts)
 

@@ -99,7 +99,7 @@ def curves_canvas(records: list[dict], title: str | None = None) -> Canvas:
     """Loss and accuracy charts of metrics.jsonl's records (header and test record may be
     among them)."""
     rows = [r for r in records if isinstance(r.get("epoch"), int) and "train_loss" in r]
-    test = next((r for r in records if "test_accuracy" in r), None)
+    test = next((r for r in records if "test_images" in r), None)  # not an epoch's test figures
     epochs = [r["epoch"] for r in rows]
     top = 24 if title else 0
     c = Canvas(2 * PANEL_W, PANEL_H + top)
