@@ -1,0 +1,453 @@
+"""Seconds to a Fashion-MNIST test accuracy (0.93): `cnnc train`, the same recipe written by hand in
+PyTorch, and the seeds' Keras recipe, side by side in one run.
+
+    python benchmarks/time_to_accuracy.py [--target 0.93] [--device auto|cpu|cuda]
+        [--keras-epochs 15] [--only cnnc,torch,keras] [--model examples/fashion_fast.cnn]
+        [--data DIR] [--threads N] [--quick] [--json FILE]
+
+Contenders, each a process of its own, started one after the other:
+
+* cnnc: `cnnc train examples/fashion_fast.cnn --backend torch --test-each-epoch`, as a user
+  types it: the model file's `train:` section is the recipe (batch, optimizer, learning rate,
+  schedule, epochs); precision and memory layout are cnnc's automatic choices.
+* hand-written PyTorch: benchmarks/fashion_fast_torch.py, the same model, batch, optimizer,
+  schedule and epochs, in the precision cnnc chose, with channels_last and the data as tensors in
+  memory (the best a careful person would write; its docstring says what that means).
+* the seeds' Keras recipe: benchmarks/fashion_seed_keras.py, the tutorials' two-convolution
+  model with Adam at 1e-3 and `model.fit`'s defaults (batch 32), on Keras 3's PyTorch backend
+  (TensorFlow is not needed), run for at most --keras-epochs epochs.
+
+What is counted: the wall time from launching the process (Python's start, the imports, reading
+the four IDX files, building the model, cnnc's one-off precision and layout measurements) to
+the end of the first epoch after which the test accuracy is at least the target. All three score
+the test split after every epoch to know when that is; that scoring's time is measured by each
+and taken out. "startup" is the part before the first training step.
+
+A contender that never reaches the target is reported with its best accuracy and when it got
+there; a ratio to a target it did not reach is a lower bound ("at least"), taken from the time it
+ran without reaching it. The machine's load average is printed before and after: the figures
+are only as quiet as the machine was, and ratios from one run are what to compare.
+
+--quick: one epoch on 6,000 training images per contender, to try the script (no figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+DEFAULT_MODEL = os.path.join(ROOT, "examples", "fashion_fast.cnn")
+QUICK_LIMIT = 6000
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", type=float, default=0.93, help="test accuracy to reach")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto takes CUDA when there is a GPU")
+    ap.add_argument("--keras-epochs", type=int, default=15,
+                    help="the most epochs the seeds' Keras recipe runs (it may never reach the "
+                         "target)")
+    ap.add_argument("--only", default="cnnc,torch,keras",
+                    help="which contenders, comma-separated: cnnc, torch, keras")
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help="cnnc's model file (its train: section is the recipe)")
+    ap.add_argument("--data", default=None,
+                    help="the folder of Fashion-MNIST's IDX files (default: where cnnc finds "
+                         "them, downloading them if it must)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP_NUM_THREADS for every contender (default: torch's own choice); "
+                         "on a machine with more busy threads than cores, 1 wastes less")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"one epoch on {QUICK_LIMIT:,} training images each: a trial run")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    args.only = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = set(args.only) - {"cnnc", "torch", "keras"}
+    if unknown:
+        ap.error(f"--only: unknown contender(s) {', '.join(sorted(unknown))}")
+    return args
+
+
+# -- what is compared -----------------------------------------------------------------------------
+
+
+def resolve_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        sys.exit("time_to_accuracy: --device cuda, but torch sees no CUDA device")
+    return choice
+
+
+def data_folder(given: str | None) -> str:
+    """A folder holding Fashion-MNIST's four IDX files: --data, else where cnnc looks (and
+    downloads them to when they are nowhere)."""
+    from cnnc.data.idx import find_files, search_folders
+
+    if given:
+        if find_files(__import__("pathlib").Path(given))[0] is None:
+            sys.exit(f"time_to_accuracy: {given} does not hold Fashion-MNIST's four IDX files")
+        return given
+    for attempt in range(2):
+        for folder, _ in search_folders("fashion-mnist"):
+            if folder.is_dir() and find_files(folder)[0] is not None:
+                return str(folder)
+        if attempt == 0:  # nowhere: let cnnc fetch it (or explain why it cannot)
+            from cnnc.data import load_dataset
+            from cnnc.diagnostics import CnncError
+
+            try:
+                load_dataset("fashion-mnist")
+            except CnncError as e:
+                sys.exit(f"time_to_accuracy: {e.message}")
+    sys.exit("time_to_accuracy: Fashion-MNIST's IDX files were not found")
+
+
+def read_recipe(path: str):
+    """The model file's training settings and trainable parameter count; refuses a recipe the
+    hand-written script does not implement."""
+    import cnnc
+
+    model = cnnc.compile(path)
+    config = model.train_config
+    if config is None:
+        sys.exit(f"time_to_accuracy: {path} has no train: section (the recipe)")
+    wrong = []
+    if config.optimizer != "adam" or config.weight_decay:
+        wrong.append("the optimizer is not plain adam")
+    if config.val_split:
+        wrong.append("a validation split is held out (the recipe trains on all 60,000 images)")
+    if config.flip or config.shift or config.erase:
+        wrong.append("it augments")
+    if wrong:
+        sys.exit(f"time_to_accuracy: {path}: the hand-written script does not implement this "
+                 f"recipe: {'; '.join(wrong)}")
+    return model, config
+
+
+# -- running a contender --------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    name: str
+    recipe: str
+    command: list[str]
+    epochs: list[dict] = field(default_factory=list)  # epoch, test_accuracy, at (s), ...
+    stamps: list[float] = field(default_factory=list)  # when each epoch's line arrived
+    lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # the whole process
+    returncode: int | None = None
+    parameters: int | None = None
+    startup: float | None = None  # before the first training step
+    note: str = ""
+
+    def time_to(self, accuracy: float) -> float | None:
+        for e in self.epochs:
+            if e["test_accuracy"] >= accuracy:
+                return e["at"]
+        return None
+
+    def best(self) -> dict | None:
+        return max(self.epochs, key=lambda e: e["test_accuracy"]) if self.epochs else None
+
+    @property
+    def ran_for(self) -> float | None:
+        """Training time counted up to the last epoch it ran (evaluations left out)."""
+        return self.epochs[-1]["at"] if self.epochs else None
+
+
+def launch(run: Run, env: dict, is_epoch_line) -> None:
+    """Run the contender, stamping each line that ends an epoch as it arrives."""
+    print(f"\n[{run.name}] {' '.join(_short(w) for w in run.command)}", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(run.command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    for line in proc.stdout:
+        now = time.perf_counter() - started
+        line = line.rstrip("\n")
+        run.lines.append(line)
+        if is_epoch_line(line):
+            run.stamps.append(now)
+            print(f"  {now:8.1f}s  {line}", flush=True)
+    run.returncode = proc.wait()
+    run.seconds = time.perf_counter() - started
+    if run.returncode != 0:
+        print("\n".join(f"  | {line}" for line in run.lines[-15:]), flush=True)
+
+
+def _short(word: str) -> str:
+    return os.path.relpath(word, ROOT) if os.path.isabs(word) and word.startswith(ROOT) else word
+
+
+def finish(run: Run, records: list[dict]) -> None:
+    """Per-epoch figures from the contender's records and the stamps: `at` is the arrival of
+    the epoch's line less all test scoring so far; `startup` the time before training began."""
+    scoring = 0.0
+    for stamp, r in zip(run.stamps, records):
+        scoring += r["test_seconds"]
+        run.epochs.append({"epoch": r["epoch"], "test_accuracy": r["test_accuracy"],
+                           "train_seconds": r["train_seconds"], "at": stamp - scoring})
+    if run.epochs:
+        first = run.epochs[0]
+        run.startup = first["at"] - first["train_seconds"]
+
+
+def json_lines(run: Run) -> list[dict]:
+    out = []
+    for line in run.lines:
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def run_cnnc(args, model_path, config, device, data, workdir) -> tuple[Run, str | None]:
+    out = os.path.join(workdir, "cnnc")
+    command = [sys.executable, "-m", "cnnc", "train", model_path, "--backend", "torch",
+               "--device", device, "--data", data, "--test-each-epoch", "--out", out,
+               "--overwrite"]
+    if args.quick:
+        command += ["--epochs", "1", "--limit", str(QUICK_LIMIT)]
+    run = Run("cnnc", "", command)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "NO_COLOR": "1"}
+    launch(run, env, lambda line: line.startswith("epoch "))
+    precision = None
+    for line in run.lines:
+        if line.startswith("precision: "):
+            precision = line.split()[1]
+            run.note = line[len("precision: "):]
+    metrics = os.path.join(out, "metrics.jsonl")
+    records = []
+    if os.path.exists(metrics):
+        with open(metrics, encoding="utf-8") as f:
+            records = [r for r in map(json.loads, f) if "train_loss" in r]
+    for r in records:
+        r["train_seconds"] = r["seconds"]
+    finish(run, records)
+    import cnnc
+
+    run.parameters = cnnc.compile(model_path).summary().trainable_params
+    return run, precision
+
+
+def run_torch(args, config, precision, device, data) -> Run:
+    epochs = 1 if args.quick else config.epochs
+    command = [sys.executable, os.path.join(HERE, "fashion_fast_torch.py"), "--data", data,
+               "--epochs", str(epochs), "--batch", str(config.batch_size), "--lr",
+               repr(config.lr), "--precision", precision, "--device", device,
+               "--seed", str(config.seed)]
+    if args.quick:
+        command += ["--limit", str(QUICK_LIMIT)]
+    run = Run("hand-written PyTorch", "", command)
+    launch(run, dict(os.environ), lambda line: line.startswith('{"epoch"'))
+    records = json_lines(run)
+    run.parameters = next((r["parameters"] for r in records if "parameters" in r), None)
+    finish(run, [r for r in records if "epoch" in r])
+    return run
+
+
+def run_keras(args, device, data) -> Run:
+    epochs = 1 if args.quick else args.keras_epochs
+    command = [sys.executable, os.path.join(HERE, "fashion_seed_keras.py"), "--data", data,
+               "--epochs", str(epochs)]
+    if args.quick:
+        command += ["--limit", str(QUICK_LIMIT)]
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # Keras's torch backend takes a GPU when it sees one
+    run = Run("seeds' Keras recipe", "", command)
+    launch(run, env, lambda line: line.startswith('{"epoch"'))
+    records = json_lines(run)
+    run.parameters = next((r["parameters"] for r in records if "parameters" in r), None)
+    version = next((r for r in records if "keras" in r), None)
+    if version:
+        run.note = f"Keras {version['keras']} on its {version['backend']} backend"
+    finish(run, [r for r in records if "epoch" in r])
+    return run
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def environment(device: str) -> list[str]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    flags = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and cpu in ("", platform.machine()):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    lines = [f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+             f"python {platform.python_version()}, torch {torch.__version__} "
+             f"({torch.get_num_threads()} threads), {platform.system()} {platform.machine()}",
+             f"cpu: {cpu}, {os.cpu_count()} logical cores"
+             + (f", {' '.join(isa)}" if isa else "")]
+    if device == "cuda":
+        lines.append(f"gpu: {torch.cuda.get_device_name()}")
+    lines.append(f"device: {device}")
+    return lines
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
+def fmt_seconds(value) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def report(runs: list[Run], target: float) -> list[str]:
+    lines = ["| contender | recipe | epochs run | best test accuracy (epoch) | startup s | "
+             f"seconds to {target:g} | vs cnnc |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    cnnc = next((r for r in runs if r.name == "cnnc"), None)
+    base = cnnc.time_to(target) if cnnc else None
+    for r in runs:
+        best = r.best()
+        reached = r.time_to(target)
+        if reached is not None:
+            shown = fmt_seconds(reached)
+            ratio = f"{reached / base:.2f}x" if base and r is not cnnc else ""
+        elif r.epochs:
+            shown = f"not reached (> {fmt_seconds(r.ran_for)})"
+            ratio = f"> {r.ran_for / base:.2f}x" if base else ""
+        else:
+            shown, ratio = f"failed (exit {r.returncode})", ""
+        accuracy = f"{best['test_accuracy']:.4f} ({best['epoch']})" if best else "-"
+        lines.append(f"| {r.name} | {r.recipe} | {len(r.epochs)} | {accuracy} | "
+                     f"{fmt_seconds(r.startup)} | {shown} | "
+                     f"{ratio if r is not cnnc else '1.00x' if base else ''} |")
+    notes = []
+    torch_run = next((r for r in runs if r.name.startswith("hand-written")), None)
+    if cnnc and torch_run and cnnc.epochs and torch_run.epochs:
+        c, t = cnnc.ran_for, torch_run.ran_for
+        notes.append(f"the same recipe, all {_epochs(len(cnnc.epochs))}: cnnc {c:,.1f} s, "
+                     f"hand-written {t:,.1f} s: cnnc takes {c / t:.2f}x the hand-written "
+                     f"script's time ({t / c:.2f}x its speed)")
+        if cnnc.parameters != torch_run.parameters:
+            notes.append(f"WARNING: cnnc's model has {cnnc.parameters:,} trainable parameters, "
+                         f"the hand-written one {torch_run.parameters}: not the same model")
+    keras = next((r for r in runs if r.name.startswith("seeds'")), None)
+    if cnnc and keras and keras.epochs and cnnc.epochs:
+        kbest = keras.best()
+        if keras.time_to(target) is None and base:
+            notes.append(f"the seeds' Keras recipe did not reach {target:g} in "
+                         f"{_epochs(len(keras.epochs))} ({keras.ran_for:,.1f} s); its best, "
+                         f"{kbest['test_accuracy']:.4f}, came after epoch {kbest['epoch']}. "
+                         f"So cnnc reaches {target:g} at least {keras.ran_for / base:.2f}x "
+                         "faster than it (a lower bound: it may never get there)")
+        level = kbest["test_accuracy"]
+        tk, tc = keras.time_to(level), cnnc.time_to(level)
+        if tc is not None:
+            notes.append(f"to the seeds' best accuracy, {level:.4f}: Keras {tk:,.1f} s, cnnc "
+                         f"{tc:,.1f} s: cnnc {tk / tc:.2f}x faster")
+        else:
+            notes.append(f"cnnc did not reach the seeds' best accuracy, {level:.4f} (Keras: "
+                         f"{tk:,.1f} s), in its {_epochs(len(cnnc.epochs))}")
+    return lines + [""] + [f"- {n}" for n in notes]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:  # the contenders inherit it
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    device = resolve_device(args.device)
+    data = data_folder(args.data)
+    model, config = read_recipe(args.model)
+    print("time to accuracy on Fashion-MNIST" + (" (--quick: a trial, not a measurement)"
+                                                 if args.quick else ""))
+    for line in environment(device):
+        print(line)
+    load_before = load_average()
+    print(f"load average before: {load_before}")
+    epochs = 1 if args.quick else config.epochs
+    recipe = (f"{os.path.basename(args.model)}, {model.summary().trainable_params:,} params, "
+              f"batch {config.batch_size}, adam {config.lr:g} {config.schedule}, "
+              f"{_epochs(epochs)}")
+    runs: list[Run] = []
+    precision = None
+    with tempfile.TemporaryDirectory(prefix="tta-") as workdir:
+        if "cnnc" in args.only:
+            run, precision = run_cnnc(args, args.model, config, device, data, workdir)
+            run.recipe = recipe + f", {(precision or '?')} (auto)"
+            runs.append(run)
+    if "torch" in args.only:
+        if precision not in ("bf16", "fp32"):  # cnnc did not run (or chose fp16): its rule
+            import torch
+
+            from cnnc.backends.torch.session import bf16_speedup
+
+            fast = (torch.cuda.is_bf16_supported() if device == "cuda"
+                    else bf16_speedup(torch.device(device)) >= 1.5)
+            precision = "bf16" if fast else "fp32"
+        run = run_torch(args, config, precision, device, data)
+        run.recipe = recipe + f", {precision}, channels_last"
+        runs.append(run)
+    if "keras" in args.only:
+        run = run_keras(args, device, data)
+        cap = 1 if args.quick else args.keras_epochs
+        run.recipe = (f"Conv32-Pool-Conv64-Pool-Dense128, {run.parameters or 0:,} params, "
+                      f"batch 32, adam 1e-3 constant, fp32, up to {_epochs(cap)}")
+        runs.append(run)
+    load_after = load_average()
+    print()
+    for line in environment(device):
+        print(line)
+    for r in runs:
+        if r.note:
+            print(f"{r.name}: {r.note}")
+    print(f"load average before: {load_before}; after: {load_after}")
+    print("counted: from launching each process to the end of the epoch that first reaches "
+          "the target, less the test scoring after each epoch")
+    print()
+    table = report(runs, args.target)
+    print("\n".join(table))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"target": args.target, "device": device, "quick": args.quick,
+                       "environment": environment(device), "load_before": load_before,
+                       "load_after": load_after,
+                       "runs": [{"name": r.name, "recipe": r.recipe, "seconds": r.seconds,
+                                 "returncode": r.returncode, "parameters": r.parameters,
+                                 "startup": r.startup, "epochs": r.epochs,
+                                 "note": r.note} for r in runs]}, f, indent=1)
+    return 0 if all(r.returncode == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
