@@ -1,7 +1,9 @@
-"""examples/fashion_fast.cnn's recipe written by hand in PyTorch, as a careful person would.
+"""examples/fashion_fast.cnn's recipe (or fashion_bn.cnn's) written by hand in PyTorch, as a
+careful person would.
 
-    python benchmarks/fashion_fast_torch.py --data DIR [--epochs 10] [--batch 256] [--lr 2e-3]
-        [--precision bf16|fp32] [--device cpu|cuda] [--limit N] [--seed 0]
+    python benchmarks/fashion_fast_torch.py --data DIR [--model fashion_fast|fashion_bn]
+        [--epochs 10] [--batch 256] [--lr 2e-3] [--precision bf16|fp32] [--device cpu|cuda]
+        [--limit N] [--seed 0]
 
 DIR holds Fashion-MNIST's four IDX files (raw or .gz). What "careful" means here: the whole data
 set read once into tensors on the device (no DataLoader, no per-step copies), channels_last
@@ -69,13 +71,34 @@ def fashion_fast() -> nn.Sequential:
         nn.Linear(256, 10))  # softmax folded into the cross-entropy
 
 
+def fashion_bn() -> nn.Sequential:
+    """examples/fashion_bn.cnn, layer for layer."""
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.1),
+        nn.Conv2d(64, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Flatten(),
+        nn.Linear(128 * 7 * 7, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(256, 10))
+
+
+MODELS = {"fashion_fast": fashion_fast, "fashion_bn": fashion_bn}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="the folder of Fashion-MNIST's IDX files")
+    ap.add_argument("--model", choices=sorted(MODELS), default="fashion_fast",
+                    help="which example's model")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit", type=int, default=None, help="only the first N training images")
@@ -95,7 +118,7 @@ def main(argv=None) -> None:
 
     xt, yt = tensors(train_x, train_y)
     xs, ys = tensors(test_x, test_y)
-    net = fashion_fast().to(device).to(memory_format=fmt)
+    net = MODELS[args.model]().to(device).to(memory_format=fmt)
     print(json.dumps({"parameters": sum(p.numel() for p in net.parameters())}), flush=True)
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.Adam(net.parameters(), lr=args.lr, **fast)
@@ -115,9 +138,10 @@ def main(argv=None) -> None:
         perm = torch.randperm(n, device=device)
         loss_sum = torch.zeros((), device=device)
         for b in range(steps):
-            t = (epoch - 1) * steps + b
-            for group in opt.param_groups:
-                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * t / total_steps))
+            if args.schedule == "cosine":
+                t = (epoch - 1) * steps + b
+                for group in opt.param_groups:
+                    group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * t / total_steps))
             idx = perm[b * bs:(b + 1) * bs]
             xb, yb = xt[idx], yt[idx]
             with autocast:
