@@ -16,7 +16,7 @@ from cnnc.data import load_dataset
 from cnnc.diagnostics import CnncError
 
 ROOT = Path(__file__).resolve().parents[1]
-BF16_ROUNDING = 2.0 ** -9  # bfloat16's unit roundoff: 8 bits of significand
+BF16_ROUNDING = 2.0 ** -8  # bfloat16's unit roundoff 2^-p, p = 8 bits of significand (7 stored)
 
 
 @pytest.fixture(scope="module")
