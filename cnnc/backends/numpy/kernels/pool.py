@@ -73,6 +73,8 @@ def _tiles_exactly(x_hw, out_hw, kernel, stride, pads) -> bool:
 def maxpool2d_forward(x, *, kernel, stride, pads, out_hw):
     """y[n, c, oh, ow] = max of the window; padding and ceil-mode overhang never win."""
     N, C, H, W = x.shape
+    if _tiles_exactly((H, W), out_hw, kernel, stride, pads):
+        return _tiled_maxpool_forward(x, kernel)
     taps = list(_taps((H, W), out_hw, kernel, stride, pads))
     first_t, (orow, ocol), (irow, icol) = taps[0]
     if first_t == 0 and (orow.stop - orow.start, ocol.stop - ocol.start) == tuple(out_hw):
@@ -96,6 +98,8 @@ def maxpool2d_backward(dy, cache):
     common: after a ReLU whole windows are 0). Going through the taps in order, a tap wins a
     window if it equals the window's max and no earlier tap has won that window yet.
     """
+    if "winner" in cache:
+        return _tiled_maxpool_backward(dy, cache)
     x, y = cache["x"], cache["y"]
     N, C, H, W = x.shape
     kernel, stride, pads = cache["kernel"], cache["stride"], cache["pads"]
@@ -120,6 +124,43 @@ def maxpool2d_backward(dy, cache):
             dx[:, :, irow, icol] += dy[:, :, orow, ocol] * wins  # inputs in several windows add up
         else:
             np.multiply(dy[:, :, orow, ocol], wins, out=dx[:, :, irow, icol])  # one window each
+    return dx
+
+
+def _tiled_maxpool_forward(x, kernel):
+    """Windows that tile the input exactly (2x2 windows, stride 2): the max, and which tap won.
+
+    Each tap of every window is a strided view of x; reading those views costs numpy a call
+    per output row, so the backward pass should not read them again. The forward pass keeps
+    the number of the tap that won each window (the first maximum, as PyTorch: a later tap
+    takes over only when strictly greater), and the backward pass writes dy through each tap
+    where that tap won, comparing small contiguous arrays only.
+    """
+    KH, KW = kernel
+    taps = [x[:, :, i::KH, j::KW] for i in range(KH) for j in range(KW)]
+    y = taps[0].copy()
+    winner = np.zeros(y.shape, dtype=np.min_scalar_type(len(taps) - 1))
+    greater = np.empty(y.shape, dtype=bool)
+    change = np.empty_like(winner)
+    for t, tap in enumerate(taps[1:], start=1):
+        np.greater(tap, y, out=greater)
+        np.maximum(y, tap, out=y)
+        # winner = t where greater: winner ^= (winner ^ t) * greater (np.where and masked copies
+        # are several times slower on these random masks)
+        np.bitwise_xor(winner, t, out=change)
+        np.multiply(change, greater, out=change)
+        winner ^= change
+    return y, {"x_shape": x.shape, "dtype": x.dtype, "kernel": kernel, "winner": winner}
+
+
+def _tiled_maxpool_backward(dy, cache):
+    KH, KW = cache["kernel"]
+    winner = cache["winner"]
+    dx = np.empty(cache["x_shape"], dtype=dy.dtype)  # every element is written below
+    won = np.empty(winner.shape, dtype=bool)
+    for t in range(KH * KW):
+        np.equal(winner, t, out=won)
+        np.multiply(dy, won, out=dx[:, :, t // KW :: KH, t % KW :: KW])
     return dx
 
 
