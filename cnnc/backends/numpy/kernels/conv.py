@@ -47,8 +47,9 @@ and each wins where the other loses, by the length of the contiguous runs its im
   KW*C contiguous numbers; forward, dW and each tap of dx are one GEMM each over all images,
   and only y and dy cross between NCHW and this layout (inner runs of OH*OW or F numbers).
 
-Measured on the benchmark model (batch 64, one thread), the second convolution went from 30.5
-to about 21 ms for forward and backward, the first from 5.1 to 1.6 ms.
+Measured on benchmarks/numpy_backend.py's model (batch 64, one thread, CPU time), the two
+convolutions' forward and backward went from 36 to 27 ms of a training step: the first
+layer (C = 1) from 5.1 to about 1.5 ms, the second (C = 32, 14x14) from 30.5 to about 21.
 
 Speed trick -- computing whole padded rows when the horizontal stride is 1
 --------------------------------------------------------------------------
