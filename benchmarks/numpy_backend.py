@@ -345,6 +345,9 @@ def main(args) -> int:
     print(f"ratio cnnc numpy session/torch (what `cnnc train --backend numpy` runs): "
           f"{r_session / r_torch:.2f} on median rounds, {min(t_torch) / min(t_session):.2f} on "
           f"best rounds (goal >= 0.8)")
+    print(f"the same ratios on CPU time per step: numpy kernels {cpu[torch_step] / cpu[np_step]:.2f}, "
+          f"cnnc numpy session {cpu[torch_step] / cpu[session_step]:.2f} (with one thread a side, the "
+          f"measure a busy machine disturbs least)")
     return 0
 
 
