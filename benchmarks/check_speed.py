@@ -3,7 +3,7 @@
     python3 benchmarks/check_speed.py            # 7 runs of each command, the median reported
     python3 benchmarks/check_speed.py --runs 15 --layers 20000 --json
     # as a user gets it: cnnc installed (not editable) in a fresh venv, beside another install
-    /tmp/new/bin/python benchmarks/check_speed.py --installed --baseline-python /tmp/old/bin/python
+    new-venv/bin/python benchmarks/check_speed.py --installed --baseline-python old-venv/bin/python
 
 Each command is run as a fresh process (`python -m cnnc ...`), so start-up and imports count,
 and compared with a bare `python -c pass`. By default cnnc runs from this source tree; with
