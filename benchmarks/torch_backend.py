@@ -185,24 +185,6 @@ def keras_contender(x, y, batch):
 # -- measuring -----------------------------------------------------------------------------------
 
 
-def matmul_rate(device, dtype=torch.float32) -> float:
-    """This machine's dense matmul throughput, FLOP/s: the best of a few large products."""
-    best = 0.0
-    for n in ((4096, 8192) if device.type == "cuda" else (1024, 2048)):
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        reps = 10 if device.type == "cuda" else 2
-        torch.matmul(a, b)
-        for _ in range(5):
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                torch.matmul(a, b)
-            sync(device)
-            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
-    return best
-
-
 def run_rounds(contenders, batches, args, device):
     """Images/s of each contender per round; rounds alternate between contenders."""
     per_round = args.steps
@@ -313,8 +295,10 @@ def main(argv=None) -> int:
 
     macs = summary.macs
     train_flops = 3 * macs * 2  # forward + two backward products per image, 2 FLOP per MAC
-    peaks = {"fp32": matmul_rate(device)}
-    peaks[low] = matmul_rate(device, torch.float16 if low == "fp16" else torch.bfloat16)
+    # the rates `cnnc bench` and `--precision auto` measure (one probe, cached per device)
+    from cnnc.backends.torch.probe import matmul_rates
+
+    peaks = matmul_rates(device)
 
     def precision_of(name: str, sess) -> str:
         if sess is not None:
