@@ -3,7 +3,7 @@ careful person would.
 
     python benchmarks/fashion_fast_torch.py --data DIR [--model fashion_fast|fashion_bn]
         [--epochs 10] [--batch 256] [--lr 2e-3] [--precision bf16|fp32] [--device cpu|cuda]
-        [--limit N] [--seed 0]
+        [--limit N] [--seed 0] [--flip] [--init FILE] [--save-init FILE]
 
 DIR holds Fashion-MNIST's four IDX files (raw or .gz). What "careful" means here: the whole data
 set read once into tensors on the device (no DataLoader, no per-step copies), channels_last
@@ -11,7 +11,10 @@ memory layout, autocast in the given precision with float32 weights (as cnnc's t
 does), torch.optim.Adam with foreach (fused on CUDA), the learning rate set every step (cosine
 from --lr to 0 over the run, as cnnc's `schedule cosine`), figures read back from the device
 once per epoch. The weights start from PyTorch's default initialisation, as a hand-written script's
-would.
+would, or from --init FILE (a safetensors file of the model's state_dict); --save-init FILE writes
+the initial weights of --seed there and exits, so that benchmarks/time_to_accuracy.py can start
+cnnc (`cnnc train --init FILE`) and this script from the same weights. --flip mirrors each
+training image left-right with probability 1/2, on the device (cnnc's `flip`).
 
 It prints one JSON line per epoch, {"epoch", "train_seconds", "test_accuracy", "test_seconds"},
 scoring the test split after each epoch so that benchmarks/time_to_accuracy.py can tell when the
@@ -92,7 +95,7 @@ MODELS = {"fashion_fast": fashion_fast, "fashion_bn": fashion_bn}
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="the folder of Fashion-MNIST's IDX files")
+    ap.add_argument("--data", help="the folder of Fashion-MNIST's IDX files")
     ap.add_argument("--model", choices=sorted(MODELS), default="fashion_fast",
                     help="which example's model")
     ap.add_argument("--epochs", type=int, default=10)
@@ -103,10 +106,23 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit", type=int, default=None, help="only the first N training images")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flip", action="store_true", help="mirror training images at random")
+    ap.add_argument("--init", metavar="FILE", help="start from these weights (safetensors)")
+    ap.add_argument("--save-init", metavar="FILE",
+                    help="write the initial weights (safetensors) and exit")
     args = ap.parse_args(argv)
+    if not args.data and not args.save_init:
+        ap.error("--data is needed to train")
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
+    if args.save_init:
+        from safetensors.torch import save_file
+
+        state = MODELS[args.model]().state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()
+                   if not k.endswith("num_batches_tracked")}, args.save_init)
+        return
     train_x, train_y, test_x, test_y = load_fashion(args.data)
     if args.limit:
         train_x, train_y = train_x[:args.limit], train_y[:args.limit]
@@ -118,7 +134,16 @@ def main(argv=None) -> None:
 
     xt, yt = tensors(train_x, train_y)
     xs, ys = tensors(test_x, test_y)
-    net = MODELS[args.model]().to(device).to(memory_format=fmt)
+    net = MODELS[args.model]()
+    if args.init:
+        from safetensors.torch import load_file
+
+        got = net.load_state_dict(load_file(args.init), strict=False)
+        missing = [k for k in got.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or got.unexpected_keys:
+            raise SystemExit(f"--init {args.init}: missing {missing}, unexpected "
+                             f"{got.unexpected_keys}")
+    net = net.to(device).to(memory_format=fmt)
     print(json.dumps({"parameters": sum(p.numel() for p in net.parameters())}), flush=True)
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.Adam(net.parameters(), lr=args.lr, **fast)
@@ -144,6 +169,9 @@ def main(argv=None) -> None:
                     group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * t / total_steps))
             idx = perm[b * bs:(b + 1) * bs]
             xb, yb = xt[idx], yt[idx]
+            if args.flip:
+                mirror = torch.rand(len(idx), 1, 1, 1, device=device) < 0.5
+                xb = torch.where(mirror, xb.flip(3), xb)
             with autocast:
                 out = net(xb)
             loss = F.cross_entropy(out.float(), yb)

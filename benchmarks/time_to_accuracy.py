@@ -3,6 +3,7 @@ PyTorch, and the seeds' Keras recipe, side by side in one run.
 
     python benchmarks/time_to_accuracy.py [--target 0.93] [--device auto|cpu|cuda]
         [--keras-epochs 15] [--only cnnc,torch,keras] [--model examples/fashion_bn.cnn]
+        [--seeds 0,1,2] [--init shared|own] [--stop-at-target]
         [--data DIR] [--threads N] [--quick] [--json FILE]
 
 Contenders, each a process of its own, started one after the other:
@@ -26,6 +27,19 @@ the end of the first epoch after which the test accuracy is at least the target.
 the test split after every epoch to know when that is; that scoring's time is measured by each
 and taken out. "startup" is the part before the first training step.
 
+Seeds and initial weights. Near the target the test accuracy wanders by a few tenths of a point
+from epoch to epoch, so with one seed the epoch that first crosses it is partly luck: one run
+measured cnnc and the script at the same speed per epoch, and cnnc crossing 0.93 two epochs
+later. So cnnc and the script run once per seed in --seeds (alternating, so that a change in the
+machine's load falls on both), and the summary compares their medians. With --init shared (the
+default) each seed's pair starts from the same weights: the script writes PyTorch's default
+initialisation for that seed to a safetensors file (`fashion_fast_torch.py --save-init`), cnnc
+loads it with `cnnc train --init FILE` and the script with --init; what is left to differ is
+the speed and the random draws of the run (batch order, dropout). --init own lets each
+initialise as it would alone (cnnc's initialisers against PyTorch's defaults).
+--stop-at-target ends a run after the epoch that reaches the target (cnnc by Ctrl-C, which
+finishes the epoch's files first), which makes several seeds affordable.
+
 A contender that never reaches the target is reported with its best accuracy and when it got
 there; a ratio to a target it did not reach is a lower bound ("at least"), taken from the time it
 ran without reaching it. The machine's load average is printed before and after: the figures
@@ -39,8 +53,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +86,14 @@ def parse_args(argv=None):
                     help="which contenders, comma-separated: cnnc, torch, keras")
     ap.add_argument("--model", default=DEFAULT_MODEL,
                     help="cnnc's model file (its train: section is the recipe)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds for cnnc and the hand-written script, run in "
+                         "turn (default: the model file's seed)")
+    ap.add_argument("--init", default="shared", choices=["shared", "own"],
+                    help="shared: each seed's cnnc and hand-written runs start from the same "
+                         "weights (PyTorch's default initialisation); own: each its own")
+    ap.add_argument("--stop-at-target", action="store_true",
+                    help="end each run after the epoch that reaches the target")
     ap.add_argument("--data", default=None,
                     help="the folder of Fashion-MNIST's IDX files (default: where cnnc finds "
                          "them, downloading them if it must)")
@@ -83,6 +108,10 @@ def parse_args(argv=None):
     unknown = set(args.only) - {"cnnc", "torch", "keras"}
     if unknown:
         ap.error(f"--only: unknown contender(s) {', '.join(sorted(unknown))}")
+    try:
+        args.seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        ap.error(f"--seeds: {args.seeds!r} is not a comma-separated list of integers")
     return args
 
 
@@ -140,8 +169,8 @@ def read_recipe(path: str):
         wrong.append("the optimizer is not plain adam")
     if config.val_split:
         wrong.append("a validation split is held out (the recipe trains on all 60,000 images)")
-    if config.flip or config.shift or config.erase:
-        wrong.append("it augments")
+    if config.shift or config.erase:
+        wrong.append("it shifts or erases (the script implements flip only)")
     if wrong:
         sys.exit(f"time_to_accuracy: {path}: the hand-written script does not implement this "
                  f"recipe: {'; '.join(wrong)}")
@@ -164,6 +193,8 @@ class Run:
     parameters: int | None = None
     startup: float | None = None  # before the first training step
     note: str = ""
+    seed: int | None = None
+    stopped: bool = False  # ended at the target by --stop-at-target
 
     def time_to(self, accuracy: float) -> float | None:
         for e in self.epochs:
@@ -180,9 +211,13 @@ class Run:
         return self.epochs[-1]["at"] if self.epochs else None
 
 
-def launch(run: Run, env: dict, is_epoch_line) -> None:
-    """Run the contender, stamping each line that ends an epoch as it arrives."""
-    print(f"\n[{run.name}] {' '.join(_short(w) for w in run.command)}", flush=True)
+def launch(run: Run, env: dict, epoch_accuracy, stop_at: float | None = None,
+           stop_signal=signal.SIGTERM) -> None:
+    """Run the contender, stamping each line that ends an epoch as it arrives
+    (`epoch_accuracy(line)`: the epoch's test accuracy, None for other lines); with `stop_at`,
+    send `stop_signal` once an epoch reaches that accuracy."""
+    print(f"\n[{run.name}{'' if run.seed is None else f', seed {run.seed}'}] "
+          f"{' '.join(_short(w) for w in run.command)}", flush=True)
     started = time.perf_counter()
     proc = subprocess.Popen(run.command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -190,10 +225,16 @@ def launch(run: Run, env: dict, is_epoch_line) -> None:
         now = time.perf_counter() - started
         line = line.rstrip("\n")
         run.lines.append(line)
-        if is_epoch_line(line):
+        accuracy = epoch_accuracy(line)
+        if accuracy is not None:
             run.stamps.append(now)
             print(f"  {now:8.1f}s  {line}", flush=True)
+            if stop_at is not None and accuracy >= stop_at and not run.stopped:
+                run.stopped = True
+                proc.send_signal(stop_signal)
     run.returncode = proc.wait()
+    if run.stopped:
+        run.returncode = 0  # ended on purpose
     run.seconds = time.perf_counter() - started
     if run.returncode != 0:
         print("\n".join(f"  | {line}" for line in run.lines[-15:]), flush=True)
@@ -227,17 +268,49 @@ def json_lines(run: Run) -> list[dict]:
     return out
 
 
-def run_cnnc(args, model_path, config, device, data, workdir) -> tuple[Run, str | None]:
-    out = os.path.join(workdir, "cnnc")
+def _cnnc_accuracy(line: str) -> float | None:
+    """The test accuracy on cnnc's epoch line ("epoch 3/15 ... test_acc 0.9025 ...")."""
+    if not line.startswith("epoch "):
+        return None
+    words = line.split()
+    return float(words[words.index("test_acc") + 1]) if "test_acc" in words else None
+
+
+def _json_accuracy(line: str) -> float | None:
+    """The test accuracy on the scripts' epoch lines ({"epoch": 3, ..., "test_accuracy": ...})."""
+    if not line.startswith('{"epoch"'):
+        return None
+    try:
+        return float(json.loads(line)["test_accuracy"])
+    except (ValueError, KeyError):
+        return None
+
+
+def write_init(args, seed: int, workdir: str) -> str:
+    """PyTorch's default initial weights of the hand-written model for `seed`, as safetensors:
+    the starting point of both contenders under --init shared."""
+    path = os.path.join(workdir, f"init-{seed}.safetensors")
+    name = os.path.splitext(os.path.basename(args.model))[0]
+    subprocess.run([sys.executable, os.path.join(HERE, "fashion_fast_torch.py"),
+                    "--model", name, "--seed", str(seed), "--save-init", path], check=True)
+    return path
+
+
+def run_cnnc(args, model_path, device, data, workdir, seed, init) -> tuple[Run, str | None]:
+    out = os.path.join(workdir, f"cnnc-{seed}")
     command = [sys.executable, "-m", "cnnc", "train", model_path, "--backend", "torch",
                "--device", device, "--data", data, "--test-each-epoch", "--out", out,
-               "--overwrite"]
+               "--overwrite", "--seed", str(seed)]
+    if init:
+        command += ["--init", init]
     if args.quick:
         command += ["--epochs", "1", "--limit", str(QUICK_LIMIT)]
-    run = Run("cnnc", "", command)
+    run = Run("cnnc", "", command, seed=seed)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "NO_COLOR": "1"}
-    launch(run, env, lambda line: line.startswith("epoch "))
+    # Ctrl-C: cnnc finishes writing the epoch's files (metrics.jsonl) before it stops
+    launch(run, env, _cnnc_accuracy, args.target if args.stop_at_target else None,
+           signal.SIGINT)
     precision = None
     for line in run.lines:
         if line.startswith("precision: "):
@@ -257,18 +330,22 @@ def run_cnnc(args, model_path, config, device, data, workdir) -> tuple[Run, str 
     return run, precision
 
 
-def run_torch(args, config, precision, device, data) -> Run:
+def run_torch(args, config, precision, device, data, seed, init) -> Run:
     epochs = 1 if args.quick else config.epochs
     name = os.path.splitext(os.path.basename(args.model))[0]
     command = [sys.executable, os.path.join(HERE, "fashion_fast_torch.py"), "--data", data,
                "--model", name,
                "--epochs", str(epochs), "--batch", str(config.batch_size), "--lr",
-               repr(config.lr), "--schedule", config.schedule, "--precision", precision, "--device", device,
-               "--seed", str(config.seed)]
+               repr(config.lr), "--schedule", config.schedule, "--precision", precision,
+               "--device", device, "--seed", str(seed)]
+    if config.flip:
+        command.append("--flip")
+    if init:
+        command += ["--init", init]
     if args.quick:
         command += ["--limit", str(QUICK_LIMIT)]
-    run = Run("hand-written PyTorch", "", command)
-    launch(run, dict(os.environ), lambda line: line.startswith('{"epoch"'))
+    run = Run("hand-written PyTorch", "", command, seed=seed)
+    launch(run, dict(os.environ), _json_accuracy, args.target if args.stop_at_target else None)
     records = json_lines(run)
     run.parameters = next((r["parameters"] for r in records if "parameters" in r), None)
     finish(run, [r for r in records if "epoch" in r])
@@ -285,7 +362,7 @@ def run_keras(args, device, data) -> Run:
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # Keras's torch backend takes a GPU when it sees one
     run = Run("seeds' Keras recipe", "", command)
-    launch(run, env, lambda line: line.startswith('{"epoch"'))
+    launch(run, env, _json_accuracy, args.target if args.stop_at_target else None)
     records = json_lines(run)
     run.parameters = next((r["parameters"] for r in records if "parameters" in r), None)
     version = next((r for r in records if "keras" in r), None)
@@ -340,39 +417,85 @@ def fmt_seconds(value) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
+def median_time(runs: list[Run], target: float) -> float | None:
+    """The median over runs of the seconds to `target` (a run that never got there counts as
+    slower than any that did); None when the median run did not get there."""
+    times = sorted(t if (t := r.time_to(target)) is not None else math.inf for r in runs)
+    if not times:
+        return None
+    middle = statistics.median_low(times) if len(times) % 2 else statistics.median(times)
+    return None if math.isinf(middle) else middle
+
+
 def report(runs: list[Run], target: float) -> list[str]:
-    lines = ["| contender | recipe | epochs run | best test accuracy (epoch) | startup s | "
+    lines = ["| contender | seed | recipe | epochs run | best test accuracy (epoch) | startup s | "
              f"seconds to {target:g} | vs cnnc |",
-             "|---|---|---:|---|---:|---:|---:|"]
-    cnnc = next((r for r in runs if r.name == "cnnc"), None)
-    base = cnnc.time_to(target) if cnnc else None
+             "|---|---:|---|---:|---|---:|---:|---:|"]
+    cnncs = [r for r in runs if r.name == "cnnc"]
+    hands = [r for r in runs if r.name.startswith("hand-written")]
+    keras = next((r for r in runs if r.name.startswith("seeds'")), None)
+    base = median_time(cnncs, target)  # what Keras is compared with
+
+    def partner(r: Run) -> Run | None:
+        return next((c for c in cnncs if c.seed == r.seed), None)
+
     for r in runs:
         best = r.best()
         reached = r.time_to(target)
+        if r.name == "cnnc":
+            ref = None
+        elif r is keras:
+            ref = base
+        else:  # the hand-written script against cnnc's run of the same seed
+            ref = c.time_to(target) if (c := partner(r)) else None
         if reached is not None:
             shown = fmt_seconds(reached)
-            ratio = f"{reached / base:.2f}x" if base and r is not cnnc else ""
+            ratio = ("1.00x" if r.name == "cnnc" else f"{reached / ref:.2f}x" if ref else "")
         elif r.epochs:
             shown = f"not reached (> {fmt_seconds(r.ran_for)})"
-            ratio = f"> {r.ran_for / base:.2f}x" if base else ""
+            ratio = f"> {r.ran_for / ref:.2f}x" if ref and r.name != "cnnc" else ""
         else:
             shown, ratio = f"failed (exit {r.returncode})", ""
         accuracy = f"{best['test_accuracy']:.4f} ({best['epoch']})" if best else "-"
-        lines.append(f"| {r.name} | {r.recipe} | {len(r.epochs)} | {accuracy} | "
-                     f"{fmt_seconds(r.startup)} | {shown} | "
-                     f"{ratio if r is not cnnc else '1.00x' if base else ''} |")
+        seed = "-" if r.seed is None else str(r.seed)
+        lines.append(f"| {r.name} | {seed} | {r.recipe} | {len(r.epochs)} | {accuracy} | "
+                     f"{fmt_seconds(r.startup)} | {shown} | {ratio} |")
     notes = []
-    torch_run = next((r for r in runs if r.name.startswith("hand-written")), None)
-    if cnnc and torch_run and cnnc.epochs and torch_run.epochs:
-        c, t = cnnc.ran_for, torch_run.ran_for
-        notes.append(f"the same recipe, all {_epochs(len(cnnc.epochs))}: cnnc {c:,.1f} s, "
-                     f"hand-written {t:,.1f} s: cnnc takes {c / t:.2f}x the hand-written "
-                     f"script's time ({t / c:.2f}x its speed)")
-        if cnnc.parameters != torch_run.parameters:
-            notes.append(f"WARNING: cnnc's model has {cnnc.parameters:,} trainable parameters, "
-                         f"the hand-written one {torch_run.parameters}: not the same model")
-    keras = next((r for r in runs if r.name.startswith("seeds'")), None)
-    if cnnc and keras and keras.epochs and cnnc.epochs:
+    pairs = [(c, h) for h in hands if (c := partner(h)) and c.epochs and h.epochs]
+    if pairs:
+        # speed per epoch over the epochs each ran (the part of the race that is not luck)
+        ce = [e["train_seconds"] for c, _ in pairs for e in c.epochs]
+        he = [e["train_seconds"] for _, h in pairs for e in h.epochs]
+        mc, mh = statistics.fmean(ce), statistics.fmean(he)
+        notes.append(f"training time an epoch: cnnc {mc:,.1f} s ({len(ce)} epochs), "
+                     f"hand-written {mh:,.1f} s ({len(he)} epochs): cnnc takes {mc / mh:.2f}x "
+                     f"the hand-written script's time ({mh / mc:.2f}x its speed)")
+        for c, h in pairs:
+            if not c.stopped and not h.stopped and len(c.epochs) == len(h.epochs):
+                seed = "" if c.seed is None else f" (seed {c.seed})"
+                notes.append(f"the same recipe, all {_epochs(len(c.epochs))}{seed}: cnnc "
+                             f"{c.ran_for:,.1f} s, hand-written {h.ran_for:,.1f} s: cnnc takes "
+                             f"{c.ran_for / h.ran_for:.2f}x the hand-written script's time "
+                             f"({h.ran_for / c.ran_for:.2f}x its speed)")
+        if len(pairs) > 1:
+            mc2, mh2 = median_time([c for c, _ in pairs], target), \
+                median_time([h for _, h in pairs], target)
+            seeds = ", ".join(str(c.seed) for c, _ in pairs)
+            each = "; ".join(f"seed {c.seed}: {fmt_seconds(c.time_to(target))} against "
+                             f"{fmt_seconds(h.time_to(target))}" for c, h in pairs)
+            if mc2 is not None and mh2 is not None:
+                notes.append(f"median seconds to {target:g} over seeds {seeds}: cnnc "
+                             f"{mc2:,.1f}, hand-written {mh2:,.1f}: cnnc takes {mc2 / mh2:.2f}x "
+                             f"the hand-written script's time ({each})")
+            else:
+                notes.append(f"the median run of cnnc or of the hand-written script did not "
+                             f"reach {target:g} ({each})")
+        for c, h in pairs:
+            if c.parameters != h.parameters:
+                notes.append(f"WARNING: cnnc's model has {c.parameters:,} trainable parameters, "
+                             f"the hand-written one {h.parameters}: not the same model")
+                break
+    if cnncs and keras and keras.epochs and any(c.epochs for c in cnncs):
         kbest = keras.best()
         if keras.time_to(target) is None and base:
             notes.append(f"the seeds' Keras recipe did not reach {target:g} in "
@@ -381,14 +504,25 @@ def report(runs: list[Run], target: float) -> list[str]:
                          f"So cnnc reaches {target:g} at least {keras.ran_for / base:.2f}x "
                          "faster than it (a lower bound: it may never get there)")
         level = kbest["test_accuracy"]
-        tk, tc = keras.time_to(level), cnnc.time_to(level)
+        tk, tc = keras.time_to(level), median_time(cnncs, level)
         if tc is not None:
             notes.append(f"to the seeds' best accuracy, {level:.4f}: Keras {tk:,.1f} s, cnnc "
                          f"{tc:,.1f} s: cnnc {tk / tc:.2f}x faster")
         else:
             notes.append(f"cnnc did not reach the seeds' best accuracy, {level:.4f} (Keras: "
-                         f"{tk:,.1f} s), in its {_epochs(len(cnnc.epochs))}")
+                         f"{tk:,.1f} s)")
     return lines + [""] + [f"- {n}" for n in notes]
+
+
+def precision_rule(device: str) -> str:
+    """cnnc's `precision auto` rule, for the script when cnnc did not run."""
+    import torch
+
+    from cnnc.backends.torch.session import bf16_speedup
+
+    fast = (torch.cuda.is_bf16_supported() if device == "cuda"
+            else bf16_speedup(torch.device(device)) >= 1.5)
+    return "bf16" if fast else "fp32"
 
 
 def main(argv=None) -> int:
@@ -408,25 +542,29 @@ def main(argv=None) -> int:
     recipe = (f"{os.path.basename(args.model)}, {model.summary().trainable_params:,} params, "
               f"batch {config.batch_size}, adam {config.lr:g} {config.schedule}, "
               f"{_epochs(epochs)}")
+    if config.flip:
+        recipe += ", flip"
+    seeds = args.seeds or [config.seed]
+    shared = args.init == "shared" and "cnnc" in args.only and "torch" in args.only
+    print(f"seeds: {', '.join(map(str, seeds))}; initial weights: "
+          + ("the same for cnnc and the hand-written script (PyTorch's defaults for the seed)"
+             if shared else "each contender's own"))
     runs: list[Run] = []
     precision = None
     with tempfile.TemporaryDirectory(prefix="tta-") as workdir:
-        if "cnnc" in args.only:
-            run, precision = run_cnnc(args, args.model, config, device, data, workdir)
-            run.recipe = recipe + f", {(precision or '?')} (auto)"
-            runs.append(run)
-    if "torch" in args.only:
-        if precision not in ("bf16", "fp32"):  # cnnc did not run (or chose fp16): its rule
-            import torch
-
-            from cnnc.backends.torch.session import bf16_speedup
-
-            fast = (torch.cuda.is_bf16_supported() if device == "cuda"
-                    else bf16_speedup(torch.device(device)) >= 1.5)
-            precision = "bf16" if fast else "fp32"
-        run = run_torch(args, config, precision, device, data)
-        run.recipe = recipe + f", {precision}, channels_last"
-        runs.append(run)
+        for seed in seeds:  # cnnc and the script in turn, so that load drift falls on both
+            init = write_init(args, seed, workdir) if shared else None
+            if "cnnc" in args.only:
+                run, chose = run_cnnc(args, args.model, device, data, workdir, seed, init)
+                precision = precision or chose
+                run.recipe = recipe + f", {(chose or '?')} (auto)"
+                runs.append(run)
+            if "torch" in args.only:
+                if precision not in ("bf16", "fp32"):  # cnnc did not run (or chose fp16)
+                    precision = precision_rule(device)
+                run = run_torch(args, config, precision, device, data, seed, init)
+                run.recipe = recipe + f", {precision}, channels_last"
+                runs.append(run)
     if "keras" in args.only:
         run = run_keras(args, device, data)
         cap = 1 if args.quick else args.keras_epochs
@@ -451,7 +589,9 @@ def main(argv=None) -> int:
             json.dump({"target": args.target, "device": device, "quick": args.quick,
                        "environment": environment(device), "load_before": load_before,
                        "load_after": load_after,
-                       "runs": [{"name": r.name, "recipe": r.recipe, "seconds": r.seconds,
+                       "seeds": seeds, "init": "shared" if shared else "own",
+                       "runs": [{"name": r.name, "seed": r.seed, "stopped": r.stopped,
+                                 "recipe": r.recipe, "seconds": r.seconds,
                                  "returncode": r.returncode, "parameters": r.parameters,
                                  "startup": r.startup, "epochs": r.epochs,
                                  "note": r.note} for r in runs]}, f, indent=1)

@@ -481,6 +481,28 @@ def test_cosine_resume_with_more_epochs_warns(tmp_path):
     assert any("epochs 2 -> 3" in w for w in warnings), warnings
 
 
+def test_ctrl_c_on_seeing_an_epoch_line_keeps_that_epoch(tmp_path):
+    """A user who presses Ctrl-C on seeing "epoch 1/3 ..." gets epoch 1 saved: the line is
+    printed inside the same held-back window as the files (it used to come just before it, and
+    a Ctrl-C there said "no epoch was completed")."""
+    import os
+    import signal
+
+    class CtrlCOnTheLine(RecordingReporter):
+        def epoch_end(self, record):
+            super().epoch_end(record)
+            if len(self.records) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    reporter = CtrlCOnTheLine()
+    result = train(fake_model(), FakeSession(), fake_data(), CONFIG, out_dir=tmp_path,
+                   reporter=reporter)
+    assert result.interrupted and result.completed_epoch == 1
+    assert [r["epoch"] for r in reporter.records] == [1]
+    assert load_safetensors(tmp_path / "state.safetensors")[1]["next_epoch"] == "2"
+    assert [r["epoch"] for r in engine.read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+
 def test_ctrl_c_while_an_epoch_is_saved_counts_that_epoch(tmp_path, monkeypatch):
     """A Ctrl-C that arrives while epoch 1's files are written waits for them, and the run then
     knows epoch 1 is saved (it says so, and resume starts at epoch 2)."""

@@ -752,17 +752,18 @@ def _train(model, session, dataset, config, *, out_dir, resume, reporter, log, m
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(first, config.epochs + 1):
                 record = t.run_epoch(epoch, train_data, len(train_rows), val, each_test)
-                history.append(record)
-                metric = record[t.best_key]
-                is_best = metric is not None and (best["metric"] is None
-                                                  or metric < best["metric"])
-                if is_best:
-                    best = {"epoch": epoch, "metric": metric}
-                if t.main:
-                    t.reporter.epoch_end(record)
-                # The epoch's files and its bookkeeping go together: a Ctrl-C held back while
-                # the files are written arrives after both, so the run knows the epoch is saved.
+                # The epoch's line, its files and its bookkeeping go together: a Ctrl-C held
+                # back while they happen arrives after all three, so the run knows the epoch is
+                # saved -- above all the Ctrl-C of a user who stops the run on seeing the line.
                 with _hold_sigint():
+                    history.append(record)
+                    metric = record[t.best_key]
+                    is_best = metric is not None and (best["metric"] is None
+                                                      or metric < best["metric"])
+                    if is_best:
+                        best = {"epoch": epoch, "metric": metric}
+                    if t.main:
+                        t.reporter.epoch_end(record)
                     if t.main and t.out is not None:
                         t.save_epoch(epoch, history, is_best, best)
                     result.completed_epoch = epoch
