@@ -38,6 +38,7 @@ from torch import nn
 
 from ...ops import find_activation
 from .. import kernels, missing_kernel, register_builtin_kernels
+from .dropout import Dropout
 
 # -- activations ---------------------------------------------------------------------------------
 
@@ -394,7 +395,7 @@ def lower_stochastic_depth(layer, in_shapes):
 
 
 def lower_dropout(layer, in_shapes):
-    return nn.Dropout(layer.settled["rate"])
+    return Dropout(layer.settled["rate"])  # nn.Dropout with a cheaper mask on the CPU
 
 
 # -- shape and merges ----------------------------------------------------------------------------
