@@ -37,8 +37,8 @@ initialisation for that seed to a safetensors file (`fashion_fast_torch.py --sav
 loads it with `cnnc train --init FILE` and the script with --init; what is left to differ is
 the speed and the random draws of the run (batch order, dropout). --init own lets each
 initialise as it would alone (cnnc's initialisers against PyTorch's defaults).
---stop-at-target ends a run after the epoch that reaches the target (cnnc by Ctrl-C, which
-finishes the epoch's files first), which makes several seeds affordable.
+--stop-at-target ends a run after the epoch that reaches the target (by SIGTERM, which cnnc
+handles as Ctrl-C, after the epoch's files are written), which makes several seeds affordable.
 
 A contender that never reaches the target is reported with its best accuracy and when it got
 there; a ratio to a target it did not reach is a lower bound ("at least"), taken from the time it
@@ -308,9 +308,9 @@ def run_cnnc(args, model_path, device, data, workdir, seed, init) -> tuple[Run, 
     run = Run("cnnc", "", command, seed=seed)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "NO_COLOR": "1"}
-    # Ctrl-C: cnnc finishes writing the epoch's files (metrics.jsonl) before it stops
-    launch(run, env, _cnnc_accuracy, args.target if args.stop_at_target else None,
-           signal.SIGINT)
+    # SIGTERM stops cnnc as Ctrl-C does, after the epoch's files (metrics.jsonl) are written;
+    # not SIGINT itself, which a shell's background job (`... &`) starts out ignoring
+    launch(run, env, _cnnc_accuracy, args.target if args.stop_at_target else None)
     precision = None
     for line in run.lines:
         if line.startswith("precision: "):
