@@ -576,8 +576,9 @@ def main(argv=None) -> int:
     for line in environment(device):
         print(line)
     for r in runs:
-        if r.note:
-            print(f"{r.name}: {r.note}")
+        if r.note:  # one line a run: the precision probe's reading differs from run to run
+            seed = f" (seed {r.seed})" if r.seed is not None and len(seeds) > 1 else ""
+            print(f"{r.name}{seed}: {r.note}")
     print(f"load average before: {load_before}; after: {load_after}")
     print("counted: from launching each process to the end of the epoch that first reaches "
           "the target, less the test scoring after each epoch")
