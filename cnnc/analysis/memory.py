@@ -13,8 +13,8 @@ PyTorch's own backward formulas keep them (derivatives.yaml): a convolution, den
 norm, layer norm or average pool keeps its input (batch and layer norm also their mean and
 1/std); ReLU, sigmoid, tanh, softmax and ELU keep their
 output; GELU, SiLU, leaky ReLU, ReLU6 and the hard activations keep their input; max pooling
-keeps its input and the int64 indices of its maxima; dropout keeps its mask (float32 on the CPU,
-where PyTorch multiplies by it); add, concat
+keeps its input and the int64 indices of its maxima; dropout keeps its one-byte mask (cnnc's
+CPU dropout, cnnc/backends/torch/dropout.py, and PyTorch's fused GPU kernel alike); add, concat
 and flatten keep nothing. A tensor kept by several layers is counted once. On top, the largest
 pair of gradient buffers alive while one layer's backward runs (the gradient of its output and of
 its input). A layer that has no parameters and whose inputs
@@ -157,9 +157,9 @@ def _kept(layer, graph) -> dict:
         if op == "stochastic_depth":  # one keep-or-drop factor per example
             kept[f"{layer.name}:mask"] = 1
         if op == "dropout":
-            # On the CPU PyTorch multiplies by a float32 mask of 0 and 1/(1-p), which backward
-            # needs; on a GPU its fused kernel keeps a one-byte mask instead.
-            kept[f"{layer.name}:mask"] = _values(layer.shape)
+            # a one-byte keep-or-drop mask, on the CPU (cnnc's dropout) and on a GPU (PyTorch's
+            # fused kernel); PyTorch's own CPU dropout would keep a float32 one
+            kept[f"{layer.name}:mask"] = _values(layer.shape) / FLOAT32
         return kept
     act = layer.op if op in _KEEPS_OUTPUT | _KEEPS_INPUT_ACT else None
     if act is not None:  # a standalone activation
