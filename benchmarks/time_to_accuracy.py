@@ -211,11 +211,10 @@ class Run:
         return self.epochs[-1]["at"] if self.epochs else None
 
 
-def launch(run: Run, env: dict, epoch_accuracy, stop_at: float | None = None,
-           stop_signal=signal.SIGTERM) -> None:
+def launch(run: Run, env: dict, epoch_accuracy, stop_at: float | None = None) -> None:
     """Run the contender, stamping each line that ends an epoch as it arrives
     (`epoch_accuracy(line)`: the epoch's test accuracy, None for other lines); with `stop_at`,
-    send `stop_signal` once an epoch reaches that accuracy."""
+    send SIGTERM once an epoch reaches that accuracy."""
     print(f"\n[{run.name}{'' if run.seed is None else f', seed {run.seed}'}] "
           f"{' '.join(_short(w) for w in run.command)}", flush=True)
     started = time.perf_counter()
@@ -231,7 +230,7 @@ def launch(run: Run, env: dict, epoch_accuracy, stop_at: float | None = None,
             print(f"  {now:8.1f}s  {line}", flush=True)
             if stop_at is not None and accuracy >= stop_at and not run.stopped:
                 run.stopped = True
-                proc.send_signal(stop_signal)
+                proc.send_signal(signal.SIGTERM)
     run.returncode = proc.wait()
     if run.stopped:
         run.returncode = 0  # ended on purpose
