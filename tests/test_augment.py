@@ -12,7 +12,7 @@ import pytest
 import cnnc
 from cnnc.data import Dataset
 from cnnc.train import engine
-from cnnc.train.augment import ERASE_AREA, Augmentation, apply_numpy, check_applicable, plan_batch
+from cnnc.train.augment import ERASE_AREA, Augmentation, BatchPlan, apply_numpy, check_applicable, plan_batch
 from cnnc.train.config import TrainConfig
 from cnnc.train.engine import read_header, read_metrics, train
 
@@ -35,6 +35,21 @@ def test_off_is_identity_and_flip_mirrors_about_half():
     same = [np.array_equal(o, i) for o, i in zip(out, x)]
     assert all(f != s for f, s in zip(flipped, same))  # every image is one or the other
     assert 160 < sum(flipped) < 240  # p = 1/2: 200 +- 4 standard deviations
+
+
+def test_a_flip_only_plan_is_the_gather_it_stands_for():
+    # Mirroring alone skips the per-pixel plan; it must move pixels as that plan would, and
+    # choose the same images as a plan that also shifts (each transform draws on its own).
+    x = images(n=64)
+    n, _, h, w = x.shape
+    plan = plan_batch(Augmentation(flip=True), n, h, w, seed=3, epoch=2, batch=1)
+    assert plan.flip_only and plan.index is None and 10 < plan.flip.sum() < 54
+    cols = np.where(plan.flip[:, None, None], w - 1 - np.arange(w), np.arange(w))
+    index = (np.arange(h)[None, :, None] * w + cols).reshape(n, -1)
+    gather = BatchPlan(index, np.ones((n, h * w), bool), h, w)
+    assert np.array_equal(apply_numpy(x, plan), apply_numpy(x, gather))
+    shifted = plan_batch(Augmentation(flip=True, shift=1), n, h, w, seed=3, epoch=2, batch=1)
+    assert not shifted.flip_only and np.array_equal(shifted.flip, plan.flip)
 
 
 def test_shift_is_pad_and_crop_with_every_offset_used():
@@ -136,16 +151,17 @@ class Recorder:
         return self.session.train_step(data, idx, augment=augment)
 
 
+@pytest.mark.parametrize("transforms", [dict(flip=True, shift=2, erase=0.5), dict(flip=True)],
+                         ids=["gather", "flip-only"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_both_backends_train_on_identical_augmented_batches(tmp_path, layout):
+def test_both_backends_train_on_identical_augmented_batches(tmp_path, layout, transforms):
     pytest.importorskip("torch")
     model = cnnc.compile(MODEL)
     rng = np.random.default_rng(5)
     ds = Dataset("rand", rng.random((40, 10, 8, 2), dtype=np.float32) + 0.5,
                  np.arange(40) % 3, rng.random((6, 10, 8, 2), dtype=np.float32), np.arange(6) % 3,
                  3, "random", ["a", "b", "c"])
-    config = TrainConfig(epochs=2, batch_size=16, seed=4, val_split=0.2, flip=True, shift=2,
-                         erase=0.5)
+    config = TrainConfig(epochs=2, batch_size=16, seed=4, val_split=0.2, **transforms)
     runs = {}
     for backend in ("numpy", "torch"):
         options = {"channels_last": layout == "channels_last"} if backend == "torch" else {}
@@ -155,10 +171,10 @@ def test_both_backends_train_on_identical_augmented_batches(tmp_path, layout):
     assert len(runs["numpy"]) == len(runs["torch"]) == 2 * 2  # 32 training images, batch 16
     for a, b in zip(runs["numpy"], runs["torch"]):
         assert a.shape == b.shape and np.array_equal(a, np.ascontiguousarray(b))
-    # the batches really are augmented: blanks appear, and not only at the borders
-    assert any((b == 0).any() for b in runs["numpy"])
     header = read_header(tmp_path / "numpy" / engine.METRICS)
-    assert header["augment"] == {"flip": True, "shift": 2, "erase": 0.5}
+    assert header["augment"] == {"flip": False, "shift": 0, "erase": 0.0} | transforms
+    if "erase" in transforms:  # really augmented: blanks appear, and not only at the borders
+        assert any((b == 0).any() for b in runs["numpy"])
     assert header["classes"] == ["a", "b", "c"] and header["settings"]["seed"] == 4
     assert [r["epoch"] for r in read_metrics(tmp_path / "numpy" / engine.METRICS)[:2]] == [1, 2]
     meta = json.loads((tmp_path / "torch" / engine.METRICS).read_text().splitlines()[0])

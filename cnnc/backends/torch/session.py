@@ -223,7 +223,10 @@ class TorchSession(Session):
             xb, yb = x.index_select(0, i), y.index_select(0, i)
         if xb.device != self.device:
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-        if augment is not None:  # the engine's plan (cnnc/train/augment.py): gather, then blank
+        if augment is not None and augment.flip_only:  # cnnc/train/augment.py: mirror only
+            flip = torch.from_numpy(augment.flip).to(self.device, non_blocking=True)
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+        elif augment is not None:  # the engine's plan (cnnc/train/augment.py): gather, blank
             n, c = xb.shape[:2]
             index = torch.from_numpy(augment.index).to(self.device, non_blocking=True)
             keep = torch.from_numpy(augment.keep).to(self.device, non_blocking=True)
