@@ -260,14 +260,16 @@ def training_session(model, args, config):
 
             raise CnncError(f"the NumPy backend is the float32 reference: --precision "
                             f"{config.precision} is for --backend torch", code="usage")
-        # A training step allocates and frees the same large arrays each time; keeping freed
-        # memory in this process (glibc) instead of handing it back saves about a fifth of a
-        # step (benchmarks/numpy_backend.py). A process-wide choice, so the command makes it.
-        from ..backends.numpy.kernels import keep_freed_memory
-
-        keep_freed_memory()
     else:
         options["precision"] = config.precision
+    # A training step allocates and frees the same large arrays each time; keeping freed
+    # memory in this process (glibc) instead of handing it back saves about a fifth of a NumPy
+    # step (benchmarks/numpy_backend.py) and a few percent of a torch one on a CPU (its
+    # memory-bound kernels: batch norm, pooling and their gradients write fresh buffers).
+    # A process-wide choice, so the command makes it.
+    from ..backends.numpy.kernels import keep_freed_memory
+
+    keep_freed_memory()
     return model.to_backend(backend, seed=config.seed, loss=config.loss, **options)
 
 
