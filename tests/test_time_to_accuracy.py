@@ -99,3 +99,26 @@ def test_the_accuracy_of_an_epoch_line(tta):
     assert tta._cnnc_accuracy("precision: bf16 autocast") is None
     assert tta._json_accuracy('{"epoch": 2, "train_seconds": 3.0, "test_accuracy": 0.9}') == 0.9
     assert tta._json_accuracy('{"parameters": 10}') is None
+
+
+@pytest.mark.parametrize("name", ["fashion_fast", "fashion_bn"])
+def test_the_hand_written_models_are_the_examples(tta, name):
+    # The benchmark compares cnnc with a script "of the same recipe": the script's model must
+    # be the example's, layer for layer, and the example's recipe one the script implements.
+    pytest.importorskip("torch")
+    import cnnc
+
+    assert name in tta.HAND_WRITTEN
+    spec = importlib.util.spec_from_file_location("fashion_fast_torch",
+                                                  ROOT / "benchmarks" / "fashion_fast_torch.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    net = script.MODELS[name]()
+    path = ROOT / "examples" / f"{name}.cnn"
+    summary = cnnc.compile(str(path)).summary()
+    assert sum(p.numel() for p in net.parameters()) == summary.trainable_params
+    shapes = sorted(tuple(p.shape) for p in net.parameters())
+    model, config = tta.read_recipe(str(path))  # exits if the script cannot run the recipe
+    assert config.val_split == 0 and config.optimizer == "adam"
+    assert shapes == sorted(tuple(p.shape) for p in
+                            model.to_backend("torch").module.parameters())
