@@ -2,7 +2,7 @@
 careful person would.
 
     python benchmarks/fashion_fast_torch.py --data DIR [--model fashion_fast|fashion_bn]
-        [--epochs 10] [--batch 256] [--lr 2e-3] [--precision bf16|fp32] [--device cpu|cuda]
+        [--epochs 18] [--batch 128] [--lr 2e-3] [--precision bf16|fp32] [--device cpu|cuda]
         [--limit N] [--seed 0] [--flip] [--init FILE] [--save-init FILE]
 
 DIR holds Fashion-MNIST's four IDX files (raw or .gz). What "careful" means here: the whole data
@@ -99,8 +99,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", help="the folder of Fashion-MNIST's IDX files")
     ap.add_argument("--model", choices=sorted(MODELS), default="fashion_fast",
                     help="which example's model")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")

@@ -37,7 +37,7 @@ def _parse_args(argv=None):
     ap.add_argument("--default-malloc", dest="keep_freed_memory", action="store_false",
                     help="leave glibc malloc's defaults; by default the benchmark, like `cnnc "
                          "train --backend numpy`, keeps freed memory in the process (both "
-                         "sides; see cnnc.backends.numpy.kernels.keep_freed_memory)")
+                         "sides; see cnnc.memory.keep_freed_memory)")
     return ap.parse_args(argv)
 
 
@@ -66,12 +66,12 @@ from cnnc.backends.numpy.kernels import (  # noqa: E402
     dense_forward,
     flatten_backward,
     flatten_forward,
-    keep_freed_memory,
     maxpool2d_backward,
     maxpool2d_forward,
 )
 from cnnc.backends.numpy.losses import softmax_cross_entropy  # noqa: E402
 from cnnc.backends.numpy.optim import make_optimizer  # noqa: E402
+from cnnc.memory import keep_freed_memory  # noqa: E402
 
 LR = {"sgd": 0.01, "adam": 1e-3}
 

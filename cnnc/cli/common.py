@@ -267,7 +267,7 @@ def training_session(model, args, config):
     # step (benchmarks/numpy_backend.py) and a few percent of a torch one on a CPU (its
     # memory-bound kernels: batch norm, pooling and their gradients write fresh buffers).
     # A process-wide choice, so the command makes it.
-    from ..backends.numpy.kernels import keep_freed_memory
+    from ..memory import keep_freed_memory
 
     keep_freed_memory()
     return model.to_backend(backend, seed=config.seed, loss=config.loss, **options)

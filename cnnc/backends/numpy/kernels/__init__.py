@@ -16,8 +16,6 @@ depth), layernorm, scale (mul, layerscale), shape (flatten, add, concat), channe
 shuffle), upsample (nearest, bilinear), conv_transpose.
 """
 
-import ctypes
-
 from .activation import ACTIVATION_KINDS, activation_backward, activation_forward, erf, erfc
 from .channels import (
     channel_shuffle_backward,
@@ -58,25 +56,6 @@ from .upsample import (
     upsample_nearest_forward,
 )
 
-
-def keep_freed_memory() -> bool:
-    """Ask the C library's malloc to keep freed memory for reuse (glibc only; process-wide).
-
-    A training step allocates and frees the same large arrays every time. By default glibc
-    hands big blocks back to the operating system (munmap, heap trimming), and the next step
-    pays again for the kernel to map and zero every page. On a small VM we measured this at
-    about a third of a NumPy training step of the benchmark model. Raising glibc's mmap and trim
-    thresholds keeps those blocks inside the process (resident memory stays at its peak).
-    Returns False, changing nothing, where mallopt is unavailable (macOS, Windows).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # constants from glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
 __all__ = [
     "ACTIVATION_KINDS",
     "activation_backward",
@@ -109,7 +88,6 @@ __all__ = [
     "flatten_forward",
     "global_pool_backward",
     "global_pool_forward",
-    "keep_freed_memory",
     "layernorm_backward",
     "layernorm_forward",
     "layerscale_backward",
