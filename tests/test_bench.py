@@ -127,6 +127,8 @@ def test_the_command_in_a_subprocess_table_and_json():
     report = json.loads(r.stdout)
     assert report["precision"] == "fp32" and report["batch"] == 4 and report["steps"] == 2
     check_report(report, ROOT / "examples/quickstart.cnn")
+    # quickstart's `conv 32 3x3 relu; pool 2`: the ReLU runs after the pool, and the note says so
+    assert any("conv_1's relu after pool_1" in note for note in report["notes"]), report["notes"]
     r = cnnc_cli("bench", "examples/quickstart.cnn", "--batch", "4", "--steps", "1")
     assert r.returncode == 0, r.stderr
     for phrase in ("conv_1", "Forward ms", "optimizer step", "unattributed", "train images/s",

@@ -499,3 +499,78 @@ def test_repr():
     session = compiled(SEED_MODEL).to_backend("torch", device="cpu", channels_last=True)
     assert re.match(r"<TorchSession 'model' on cpu, float32, layout=channels_last>",
                     repr(session))
+
+
+# -- ReLU after max pooling (cnnc/ir/commute.py) --------------------------------------------------
+
+
+def test_which_relus_move_after_their_pool():
+    from cnnc.ir.commute import relu_after_max_pool
+
+    def moved(text):
+        return relu_after_max_pool(compiled(text).graph)
+
+    assert moved(SEED_MODEL) == {"pool_1": "conv_1", "pool_2": "conv_2"}  # fused
+    assert moved(DIGITS_BN) == {"pool_1": "relu_1"}  # standalone
+    assert moved("input 8x8x1\nconv 2 3 relu6\ngmp\ndense 2") == {"pool_1": "conv_1"}
+    for stays in ("input 8x8x1\nconv 2 3 leaky_relu\npool 2\nflatten\ndense 2",  # not exact
+                  "input 8x8x1\nconv 2 3 gelu\npool 2\nflatten\ndense 2",  # not monotone
+                  "input 8x8x1\nconv 2 3 relu\npool avg 2\nflatten\ndense 2",  # an average
+                  "input 8x8x1\nconv 2 3 relu\ngap\ndense 2",
+                  "input 8x8x1\nconv 2 3 relu\nr = here\npool 2\nupsample 2\nadd r\nflatten\n"
+                  "dense 2",  # the ReLU's output is read twice
+                  "input 8x8x1\nrelu\nflatten\ndense 2"):  # no pool
+        assert moved(stays) == {}, stays
+
+
+def _forward_backward(net, x, trace, amp):
+    """(output, input gradient, parameter gradients) of sum(out^2): the layers as written when
+    `trace` is a dict, as CnncNet runs them when it is None."""
+    net.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    torch.manual_seed(1)  # the same dropout masks in both
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        out = net(x, logits=True, trace=trace)
+    out.float().square().sum().backward()
+    return out.detach(), x.grad, [p.grad for p in net.parameters()]
+
+
+def _assert_same_as_written(net, x, amp):
+    moved = _forward_backward(net, x, None, amp)
+    written = _forward_backward(net, x, {}, amp)
+    assert torch.equal(moved[0], written[0])
+    assert torch.equal(moved[1], written[1])
+    assert all(torch.equal(a, b) for a, b in zip(moved[2], written[2]))
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.cnn")), ids=lambda p: p.stem)
+def test_moved_relu_is_exact_on_the_examples(path, amp):
+    """Moving ReLU after max pooling changes no output and no gradient, to the bit."""
+    model = cnnc.compile(str(path))
+    net = lower(model.graph).train()
+    h, w, c = model.input_shape
+    x = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(0))
+    _assert_same_as_written(net, x, amp)
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+@pytest.mark.parametrize("window", ["2", "3 stride=2 pad=1", "3 stride=1 pad=1", "2 ceil=true",
+                                    "3 stride=2 ceil=true", "2x3 stride=2x1 pad=1x0"])
+def test_moved_relu_is_exact_with_ties(act, window):
+    """Integer-valued inputs, so that windows tie (at 0, at 6, and above): the gradient goes to
+    the same element in both orders. Standalone and fused, every window shape."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-8, 9, (3, 2, 9, 7), generator=g).float()  # N C H W
+    for text in (f"input 9x7x2\n{act}\npool max {window}\nflatten\ndense 3",
+                 f"input 9x7x2\nconv 3 1x1 bias=false {act}\npool max {window}\nflatten\n"
+                 "dense 3"):
+        model = compiled(text)
+        net = lower(model.graph).train()
+        assert net.moved_activations, text
+        with torch.no_grad():  # small integers in, integers out: ties survive the conv
+            for p in net.parameters():
+                if p.dim() == 4:
+                    p.copy_(torch.randint(-1, 2, p.shape, generator=g).float())
+        for amp in (False, True):
+            _assert_same_as_written(net, x, amp)

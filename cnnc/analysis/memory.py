@@ -19,6 +19,8 @@ and flatten keep nothing. A tensor kept by several layers is counted once. On to
 pair of gradient buffers alive while one layer's backward runs (the gradient of its output and of
 its input). A layer that has no parameters and whose inputs
 need no gradient (a pool on the model's input) keeps nothing: autograd records nothing for it.
+Where the torch module runs a ReLU after the max pool that reads it (cnnc/ir/commute.py), the
+pool keeps what it pools (the value before the ReLU) and the ReLU keeps the pool's output.
 benchmarks/memory.py holds this against PyTorch's allocator.
 """
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
+
+from ..ir.commute import relu_after_max_pool
 
 FLOAT32, INT8 = 4, 1
 # Output values kept (by the layer or by the op after it) so that backward can run.
@@ -146,10 +150,31 @@ def _owner(graph, name: str) -> str:
     return name
 
 
-def _kept(layer, graph) -> dict:
+def _kept(layer, graph, moved: dict) -> dict:
     """{tensor key: values per example} this layer keeps for backward; a key names a tensor so
-    that one kept by two layers counts once."""
+    that one kept by two layers counts once. `moved` is cnnc/ir/commute.py's: a ReLU the torch
+    backend applies after the max pool that reads it is counted there."""
     op = layer.op
+    if layer.name in moved:  # a max pool with the ReLU of moved[name] applied after it
+        src = graph[moved[layer.name]]
+        # it keeps what it pools (the ReLU's input, or the layer's value before its fused
+        # ReLU) and its indices; the ReLU keeps its output (the pool's, as the next layers
+        # see it), ReLU6 its input (the pooled values)
+        pooled = (f"{_owner(graph, src.inputs[0])}:out" if src.fused_activation is None
+                  else f"{src.name}:out")
+        kept = {pooled: _values(src.shape), f"{layer.name}:indices": _values(layer.shape) * 2}
+        key = f"{layer.name}:out" if src.activation in _KEEPS_OUTPUT else f"{layer.name}:pre"
+        kept[key] = _values(layer.shape)
+        return kept
+    if layer.name in moved.values():
+        if layer.fused_activation is None:
+            return {}  # a standalone ReLU run after the pool: counted there
+        layer_keeps = _kept(layer, graph, {})
+        if layer.fused_activation in _KEEPS_OUTPUT:  # its output is kept by the pool instead
+            layer_keeps.pop(f"{layer.name}:out", None)
+        else:
+            layer_keeps.pop(f"{layer.name}:pre", None)
+        return layer_keeps
     inputs = [(f"{_owner(graph, src)}:out", _values(graph[src].shape)) for src in layer.inputs]
     out = (f"{layer.name}:out", _values(layer.shape))
     kept: dict = {}
@@ -203,13 +228,18 @@ def training(graph, batch: int, optimizer: str = "adam", momentum: float = 0.9) 
     # parameters (a pool or activation straight on the model's input).
     needs_grad: dict[str, bool] = {}
     fixed = 0  # values kept whatever the batch size
+    moved = relu_after_max_pool(graph)
+    relu_keeps: dict[str, float] = {}
     for layer in layers:
         needs_grad[layer.name] = bool(layer.params) or any(needs_grad[s] for s in layer.inputs)
-        mine = _kept(layer, graph) if needs_grad[layer.name] else {}
+        mine = _kept(layer, graph, moved) if needs_grad[layer.name] else {}
         if layer.op == "batchnorm" and needs_grad[layer.name]:
             fixed += 2 * layer.shape[-1]  # the batch's mean and 1/std per channel
         new = {k: v for k, v in mine.items() if k not in kept}
         per_layer[layer.name] = sum(new.values())
+        if layer.name in moved:  # what the ReLU run after this pool keeps
+            relu_keeps[layer.name] = sum(v for k, v in new.items()
+                                         if k in (f"{layer.name}:out", f"{layer.name}:pre"))
         for key, v in new.items():  # a kept tensor is its producer's share
             produced[key.rpartition(":")[0]] += v
         total_kept += per_layer[layer.name]
@@ -219,9 +249,19 @@ def training(graph, batch: int, optimizer: str = "adam", momentum: float = 0.9) 
     # layer i's backward runs, what layers 0..i kept is alive, with the gradient of its output
     # and of those inputs that need one (the model's input needs none).
     peak_step = upto[-1] + _values(layers[-1].shape)  # the end of the forward pass
+    standalone_moved = {n for n in moved.values() if graph[n].fused_activation is None}
     for i, layer in enumerate(layers):
+        if layer.name in standalone_moved:
+            continue  # it runs after its pool, on the pool's output: counted there
         grads = _values(layer.shape) + sum(_values(graph[s].shape) for s in layer.inputs
                                            if s != graph.input)
+        if layer.name in moved:
+            # the ReLU's backward first (what it keeps alive, the gradients of its output and
+            # input, each the pool's size), then the pool's, once the ReLU has freed its own
+            relu = relu_keeps[layer.name]
+            peak_step = max(peak_step, upto[i] + 2 * _values(layer.shape),
+                            upto[i] - relu + grads)
+            continue
         peak_step = max(peak_step, upto[i] + grads)
     saved = int(round(upto[-1] * batch * FLOAT32)) + fixed * FLOAT32
     transient = int(round((peak_step - upto[-1]) * batch * FLOAT32))

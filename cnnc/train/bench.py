@@ -291,6 +291,17 @@ def bench(model, session, config, *, steps: int = 10, warmup: int = 2, seed: int
         result.notes.append("torch.compile fuses across layers: the per-layer times are of the "
                             "same step run eagerly; the images per second are the compiled "
                             "step's")
+    moved = getattr(getattr(session, "module", None), "moved_activations", None) or {}
+    if moved:  # cnnc/ir/commute.py: the rows of these ReLUs time them on the pooled values
+        graph = model.graph
+
+        def what(src):  # `relu_1`, or `conv_1's relu` for a fused one
+            layer = graph[src]
+            return f"{src}'s {layer.activation}" if layer.fused_activation else src
+
+        pairs = ", ".join(f"{what(src)} after {pool}" for pool, src in moved.items())
+        result.notes.append("ReLU runs after the max pool that reads it (they commute: the "
+                            f"same result from a quarter of the values for 2x2 windows): {pairs}")
     if profiler is None:
         result.notes.append(f"the {result.backend} backend has no per-layer profiler: only the "
                             "whole step is timed")

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...ir.commute import relu_after_max_pool
 from ...ops import find_activation
 from .. import kernels, missing_kernel, register_builtin_kernels
 from .dropout import Dropout
@@ -639,22 +640,19 @@ class CnncNet(_Container):
         for layer in layers:
             if layer.op != "input":
                 _insert(self, layer.name, lower_layer(layer, table))
-        # The steps: (layer name, input names, the inputs whose last reader this layer is, so
-        # they are freed as soon as possible, module, fused activation: (fn, params) or None).
+        # The steps as written: (layer name, input names, output name, the inputs whose last
+        # reader this layer is, so they are freed as soon as possible, module, fused
+        # activation: (fn, params) or None). `trace` runs these, so that every layer's output is
+        # the one the language defines.
         order = [l for l in layers if l.op != "input"]
-        last_use: dict[str, int] = {}
-        for i, layer in enumerate(order):
-            for src in layer.inputs:
-                last_use[src] = i
-        self._steps = []
-        for i, layer in enumerate(order):
-            free = tuple(src for src in dict.fromkeys(layer.inputs)
-                         if last_use[src] == i and src != self.output_name)
-            act = layer.fused_activation
-            fused = (table[act], layer.settled["activation_params"]) if act else None
-            # (a plain list: the modules are registered once, under their names, above)
-            self._steps.append((layer.name, tuple(layer.inputs), free,
-                                _lookup(self, layer.name), fused))
+        fused = {l.name: ((table[l.fused_activation], l.settled["activation_params"])
+                          if l.fused_activation else None) for l in order}
+        written = [(l.name, tuple(l.inputs), l.name, fused[l.name]) for l in order]
+        self._written_steps = self._with_frees(written)
+        # The steps run otherwise: the same, with ReLU moved after the max pool that reads it
+        # where that is exact (cnnc/ir/commute.py), so it touches a quarter of the values.
+        self.moved_activations = relu_after_max_pool(graph)
+        self._steps = self._with_frees(self._reordered(graph, written, fused))
         # Chains (every layer reads the one before it) take a plain loop.
         self.sequential = all(order[i].inputs == [order[i - 1].name if i else graph.input]
                               for i in range(len(order)))
@@ -684,18 +682,56 @@ class CnncNet(_Container):
     def forward(self, x, logits: bool = False, trace: dict | None = None):
         """The model's output; `trace`, a dict, receives every layer's output (cnnc verify)."""
         if self.sequential and trace is None:
-            for name, _, _, module, fused in self._steps:
+            for name, _, _, _, module, fused in self._steps:
                 x = self._run(name, module, (x,), fused, logits)
             return x
         values = {self.input_name: x}
-        for name, inputs, free, module, fused in self._steps:
-            values[name] = self._run(name, module, [values[n] for n in inputs], fused, logits)
+        for name, inputs, out, free, module, fused in (
+                self._steps if trace is None else self._written_steps):
+            values[out] = self._run(name, module, [values[n] for n in inputs], fused, logits)
             if trace is not None:
                 trace[name] = values[name]
                 continue  # keep every value alive
             for n in free:
                 del values[n]
         return values[self.output_name]
+
+    def _reordered(self, graph, written, fused):
+        """`written` with each moved ReLU applied after its max pool: a fused one becomes the
+        pool's fused activation; a standalone one runs its own module on the pool's output
+        (written to the pool's name, which the layers after read), the pool reading the
+        ReLU's input."""
+        by_pool = self.moved_activations
+        owners = set(by_pool.values())
+        steps = []
+        for name, inputs, out, act in written:
+            if name in owners:
+                if graph[name].fused_activation:
+                    steps.append((name, inputs, out, None))  # the ReLU goes to the pool
+                continue  # a standalone ReLU: runs after the pool
+            if name in by_pool:
+                src = graph[by_pool[name]]
+                if src.fused_activation:
+                    steps.append((name, inputs, out, fused[src.name]))
+                else:
+                    pooled = (name, "before " + src.name)  # no layer's name: a tuple
+                    steps.append((name, tuple(src.inputs), pooled, None))
+                    steps.append((src.name, (pooled,), out, None))
+                continue
+            steps.append((name, inputs, out, act))
+        return steps
+
+    def _with_frees(self, steps):
+        """(name, inputs, out, the inputs this step reads last, module, fused) for each step."""
+        last_use = {}
+        for i, (_, inputs, _, _) in enumerate(steps):
+            for src in inputs:
+                last_use[src] = i
+        return [(name, inputs, out,
+                 tuple(src for src in dict.fromkeys(inputs)
+                       if last_use[src] == i and src != self.output_name),
+                 _lookup(self, name), act)
+                for i, (name, inputs, out, act) in enumerate(steps)]
 
     def extra_repr(self) -> str:
         return f"name={self.model_name!r}" + ("" if self.sequential else ", graph=True")
