@@ -12,7 +12,7 @@ Contenders, each a process of its own, started one after the other:
   file's `train:` section is the recipe (batch, optimizer, learning rate, schedule, epochs);
   precision and memory layout are cnnc's automatic choices. MODEL is examples/fashion_fast.cnn
   unless --model says otherwise: three small convolution stages with random flips over 18
-  epochs, the cheapest recipe measured to reach 0.93 on every seed tried (at epochs 11 to 14).
+  epochs, the cheapest recipe measured to reach 0.93 on every seed tried (at epochs 8 to 14).
   examples/fashion_bn.cnn (2.1x its work per image, 15 epochs, 0.9352 in bf16) reaches 0.93
   as well, later.
 * hand-written PyTorch: benchmarks/fashion_fast_torch.py, the same model, batch, optimizer,
