@@ -385,6 +385,17 @@ def test_flat_input_and_bce():
     assert t.predict(x).shape == (40, 1)
 
 
+def test_optimizer_is_the_fused_kernel_where_torch_has_it():
+    """Fused Adam and SGD since torch 2.4 on the CPU (one pass over each parameter's state);
+    before it, the foreach kernels."""
+    fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    for optimizer in ("adam", "sgd"):
+        session = compiled(DIGITS_BN).to_backend("torch", device="cpu")
+        session.configure_optimizer(TrainConfig(optimizer=optimizer, momentum=0.9))
+        defaults = session.optimizer.defaults
+        assert bool(defaults.get("fused")) == fused and bool(defaults.get("foreach")) != fused
+
+
 def test_set_lr():
     session = compiled(SEED_MODEL).to_backend("torch", device="cpu")
     session.configure_optimizer(TrainConfig(optimizer="sgd", lr=0.1))
@@ -552,6 +563,26 @@ def test_moved_relu_is_exact_on_the_examples(path, amp):
     h, w, c = model.input_shape
     x = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(0))
     _assert_same_as_written(net, x, amp)
+
+
+def test_every_pooling_window_the_checker_accepts_touches_the_input():
+    """What moving ReLU after max pooling relies on (cnnc/ir/commute.py): no window lies wholly
+    in the padding, whose -inf ReLU would turn into 0. Every square pool up to 5x5, stride up
+    to 5, padding up to 2, ceil on and off, on inputs from 1 to 9: those the checker accepts."""
+    accepted = 0
+    for h in range(1, 10):
+        for k in range(1, 6):
+            for s in range(1, 6):
+                for p in range(3):
+                    for ceil in ("true", "false"):
+                        model = cnnc.compile(f"input {h}x{h}x1\nrelu\npool max {k} stride={s} "
+                                             f"pad={p} ceil={ceil}\nflatten\ndense 2")
+                        if not model.ok:
+                            continue
+                        accepted += 1
+                        oh = model.graph["pool_1"].shape[0]
+                        assert p < k and (oh - 1) * s - p <= h - 1, (h, k, s, p, ceil)
+    assert accepted > 500  # the sweep did reach the checker's accepted configurations
 
 
 @pytest.mark.parametrize("act", ["relu", "relu6"])

@@ -17,8 +17,10 @@ or to none. What it needs:
   pool, max pooling over windows or global max pooling, is the only reader of its output (and
   that output is not the model's);
 - every window holds at least one real element, so that no window's maximum is the padding's
-  -inf (relu(-inf) is 0, not -inf). The checker keeps pads at most half the window, so the
-  first window always does; with ceil=true the last might overhang the input, and is checked.
+  -inf (relu(-inf) is 0, not -inf). The checker guarantees it for every pool it accepts, by
+  PyTorch's two rules: pads are at most half the window, and with ceil=true the last window
+  starts inside the input or its leading padding (cnnc/ops/pool.py, cnnc/ops/shapes.py;
+  tests/test_torch_backend.py sweeps the pools it accepts to hold it to that).
 
 cnnc/backends/torch/lowering.py runs the model in this order; cnnc/analysis/memory.py counts
 what autograd keeps in it. The NumPy reference runs the graph as written, and
@@ -28,17 +30,6 @@ tests/test_backend_agreement.py holds the two together.
 from __future__ import annotations
 
 COMMUTING = ("relu", "relu6")  # monotone, and exact where they are not flat
-
-
-def _windows_touch_the_input(pool) -> bool:
-    a = pool.settled
-    if a.get("kind") == "global":
-        return True
-    (kh, kw), (sh, sw), (top, _, left, _) = a["size"], a["stride"], a["pads"]
-    h, w = pool.in_shapes[0][:2]
-    oh, ow = pool.shape[:2]
-    return (top < kh and left < kw
-            and (oh - 1) * sh - top <= h - 1 and (ow - 1) * sw - left <= w - 1)
 
 
 def _is_max_pool(layer) -> bool:
@@ -59,7 +50,6 @@ def relu_after_max_pool(graph) -> dict[str, str]:
             continue
         src = graph[pool.inputs[0]]
         if (src.activation in COMMUTING and src.name != graph.output
-                and graph.consumers(src.name) == [pool.name]
-                and _windows_touch_the_input(pool)):
+                and graph.consumers(src.name) == [pool.name]):
             moved[pool.name] = src.name
     return moved
